@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for Spyglass (Debian 12, root). Safe to run again: every step
+# checks before it acts, so a set-up machine passes through in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 iproute2 python3-venv
+              python3-dev gcc libc6-dev make curl)
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup must run as root (it installs apt packages and mounts bpffs): try 'sudo make setup'" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# bcc compiles against /lib/modules/$(uname -r)/build. The running kernel ships no headers
+# package; Debian's linux-headers-amd64 works when linked there (DESIGN.md).
+K=$(uname -r)
+if [ ! -e "/lib/modules/$K/build/include" ]; then
+  hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$hdr" ]; then
+    echo "no /usr/src/linux-headers-*-amd64 found: apt-get install linux-headers-amd64" >&2
+    exit 1
+  fi
+  common="${hdr%-amd64}-common"
+  say "linking kernel headers: /lib/modules/$K/build -> $hdr"
+  mkdir -p "/lib/modules/$K"
+  ln -sfn "$hdr" "/lib/modules/$K/build"
+  [ -d "$common" ] && ln -sfn "$common" "/lib/modules/$K/source"
+fi
+
+if ! mountpoint -q /sys/fs/bpf; then
+  say "mounting bpffs on /sys/fs/bpf"
+  mkdir -p /sys/fs/bpf
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
+# The venv sits on the distribution's python so that `import bcc` (python3-bpfcc) works.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
+  say "creating .venv (--system-site-packages on /usr/bin/python3)"
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+stamp=.venv/.spyglass-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  say "installing spyglass (editable) with dev extras into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+say "ready: .venv/bin/spyglass"
