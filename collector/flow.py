@@ -388,7 +388,7 @@ def _service(d: dict[str, Any] | None) -> Service | None:
     return Service(str(d["name"]), str(d.get("namespace", ""))) if d else None
 
 
-_PROTO_NAME = {
+_PROTO_NAME: dict[int, str] = {
     Protocol.TCP: "TCP",
     Protocol.UDP: "UDP",
     Protocol.ICMP: "ICMPv4",

@@ -1,0 +1,113 @@
+"""The shape every filter dimension shares, and the error users see.
+
+Each dimension (pod, ip, port …) is a `Clause` subclass. Building one parses and
+validates its values once and precomputes whatever matching needs (sets,
+networks, compiled selectors), so `predicate(flow)` does no parsing on the hot
+path. `describe()` gives the human text. History queries will add a `sql()`
+method to each clause; nothing else has to change for that, which is why the
+per-dimension objects exist instead of bare lambdas.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+from spyglass.collector.flow import Endpoint, Flow
+
+Side = Literal["source", "destination"]
+
+
+class FilterError(ValueError):
+    """A filter that cannot be built. The message names the problem and the fix."""
+
+
+class ValueProblem(Exception):
+    """A bad value, before we know whether it came from a flag or from JSON.
+
+    The caller renders it with the place it came from (`--port` or
+    `allowlist field 'source_port'`), so one parser serves both and every
+    message still says where to look.
+    """
+
+    def __init__(self, problem: str, fix: str, example: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+        self.example = example
+
+    def render_flag(self, flag: str) -> str:
+        msg = f"--{flag}: {self.problem}; {self.fix}"
+        if self.example is not None:
+            msg += f" like --{flag} {self.example}"
+        return msg
+
+    def render_field(self, where: str) -> str:
+        msg = f"{where}: {self.problem}; {self.fix}"
+        if self.example is not None:
+            msg += f" like {self.example!r}"
+        return msg
+
+
+class Clause(ABC):
+    """One set field of a FlowFilter, compiled: the values of the field are ORed."""
+
+    #: Words for `describe`, e.g. "pod" → "source pod in shop/front*".
+    noun: ClassVar[str]
+
+    def __init__(self, values: Sequence[Any], side: Side | None = None) -> None:
+        self.values = tuple(values)
+        self.side = side
+
+    @staticmethod
+    @abstractmethod
+    def parse(raw: Any) -> Any:
+        """Turn one user value into its canonical form, or raise ValueProblem.
+
+        Canonical forms parse to themselves, so a filter that went through JSON
+        and back is equal to the one that was built from flags.
+        """
+
+    @staticmethod
+    def to_json(value: Any) -> Any:
+        """The value as Hubble's FlowFilter JSON spells it."""
+        return value
+
+    @abstractmethod
+    def predicate(self, flow: Flow) -> bool: ...
+
+    def describe(self) -> str:
+        subject = f"{self.side} {self.noun}" if self.side else self.noun
+        return f"{subject} {self.verb()} {' or '.join(self.shown())}"
+
+    def verb(self) -> str:
+        return "is"
+
+    def shown(self) -> list[str]:
+        return [str(v) for v in self.values]
+
+    def endpoint_getter(self) -> Callable[[Flow], Endpoint]:
+        if self.side == "source":
+            return _source
+        return _destination
+
+
+def _source(flow: Flow) -> Endpoint:
+    return flow.source
+
+
+def _destination(flow: Flow) -> Endpoint:
+    return flow.destination
+
+
+def quoted(value: Any) -> str:
+    """Show user text in an error exactly as typed (repr quotes and escapes it)."""
+    return repr(value) if isinstance(value, str) else repr(str(value))
+
+
+def as_text(raw: Any, what: str, example: str) -> str:
+    """Accept only strings (JSON may carry anything) and strip surrounding blanks."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ValueProblem(f"{raw!r} is not a {what}", f"give a {what}", example)
+    return str(raw).strip()

@@ -1,0 +1,110 @@
+"""IP addresses and CIDRs (v4 and v6) of a flow's source or destination.
+
+Networks are turned into integer ranges once; a flow's address string is turned
+into an integer through a small cache, because the same few addresses recur
+on every flow of a connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+
+from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.flow import Flow
+
+
+@functools.lru_cache(maxsize=65536)
+def _addr(text: str) -> tuple[int, int] | None:
+    """(version, integer) of an address, or None for "" and junk (never an exception)."""
+    try:
+        a = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return a.version, int(a)
+
+
+class IPClause(Clause):
+    """source_ip / destination_ip: exact addresses and CIDRs, ORed."""
+
+    noun = "ip"
+
+    def __init__(self, values: Sequence[str], side: Side | None = None) -> None:
+        super().__init__(values, side)
+        exact: set[tuple[int, int]] = set()
+        ranges: list[tuple[int, int, int]] = []
+        for v in self.values:
+            if "/" in v:
+                net = ipaddress.ip_network(v)
+                ranges.append((net.version, int(net.network_address),
+                               int(net.broadcast_address)))
+            else:
+                a = ipaddress.ip_address(v)
+                exact.add((a.version, int(a)))
+        self._exact = frozenset(exact)
+        self._ranges = tuple(ranges)
+        self._attr = "source_ip" if side == "source" else "destination_ip"
+
+    @staticmethod
+    def parse(raw: Any) -> str:
+        text = as_text(raw, "IP address or CIDR", "10.0.0.0/8")
+        try:
+            if "/" in text:
+                net = ipaddress.ip_network(text, strict=False)
+                if net.num_addresses == 1:
+                    return str(net.network_address)
+                return str(net)
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueProblem(f"{text!r} is not an IP address or CIDR",
+                               "use an IPv4/IPv6 address or a network", "10.0.0.0/8") from None
+
+    def predicate(self, flow: Flow) -> bool:
+        got = _addr(getattr(flow, self._attr))
+        if got is None:
+            return False
+        if got in self._exact:
+            return True
+        version, n = got
+        for v, lo, hi in self._ranges:
+            if v == version and lo <= n <= hi:
+                return True
+        return False
+
+    def verb(self) -> str:
+        return "in" if self._ranges else "is"
+
+
+class IdentityClause(Clause):
+    """source_identity / destination_identity: numbers, or the reserved names."""
+
+    noun = "identity"
+
+    def __init__(self, values: Sequence[int], side: Side | None = None) -> None:
+        super().__init__(values, side)
+        self._set = frozenset(self.values)
+        self._endpoint = self.endpoint_getter()
+
+    @staticmethod
+    def parse(raw: Any) -> int:
+        from spyglass.collector.enums import RESERVED_IDENTITY_LABELS
+
+        names = {label.split(":", 1)[1]: num for num, label in RESERVED_IDENTITY_LABELS.items()}
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            text = str(raw)
+        else:
+            text = as_text(raw, "security identity", "host").lower()
+        if text in names:
+            return names[text]
+        if text.startswith("reserved:") and text[9:] in names:
+            return names[text[9:]]
+        if text.isdigit() and int(text) < 2**32:
+            return int(text)
+        raise ValueProblem(f"{text!r} is not a security identity",
+                           f"use a number (0-4294967295) or one of {', '.join(sorted(names))}",
+                           "12345")
+
+    def predicate(self, flow: Flow) -> bool:
+        return self._endpoint(flow).identity in self._set

@@ -1,0 +1,311 @@
+"""Each filter dimension on its own: what matches, what doesn't, and exact errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from spyglass.collector.enums import (
+    DropReason,
+    EventType,
+    Protocol,
+    TrafficDirection,
+    Verdict,
+)
+from spyglass.collector.filters import FilterError, FilterSet, FlowFilter, build_from_flags
+from spyglass.collector.flow import Endpoint, Flow, Service, Workload
+
+SYN, ACK, FIN = 0x02, 0x10, 0x01
+
+
+def ep(ns: str = "", pod: str = "", labels: tuple[str, ...] = (), identity: int = 0,
+       workloads: tuple[Workload, ...] = ()) -> Endpoint:
+    return Endpoint(identity=identity, namespace=ns, labels=labels, pod_name=pod,
+                    workloads=workloads)
+
+
+FRONT = ep("shop", "frontend-7d9c", ("k8s:app=frontend", "k8s:tier=web",
+                                     "k8s:io.kubernetes.pod.namespace=shop"), 4242,
+           (Workload("frontend", "Deployment"),))
+BACK = ep("shop", "backend-55f", ("k8s:app=backend", "k8s:io.kubernetes.pod.namespace=shop"),
+          5151, (Workload("backend", "StatefulSet"),))
+DNS = ep("kube-system", "coredns-1", ("k8s:k8s-app=kube-dns",), 300)
+WORLD = ep(labels=("reserved:world",), identity=2)
+
+
+def flow(**kw: Any) -> Flow:
+    base: dict[str, Any] = dict(
+        time_ns=1, source=FRONT, destination=BACK, source_ip="10.0.1.5",
+        destination_ip="10.0.2.7", protocol=Protocol.TCP, source_port=41000,
+        destination_port=8080, tcp_flags=SYN, node_name="worker-1.lab",
+        verdict=Verdict.FORWARDED, event_type=EventType.TRACE, event_subtype=5,
+        traffic_direction=TrafficDirection.EGRESS, is_reply=False,
+        destination_service=Service("backend", "shop"))
+    base.update(kw)
+    return Flow(**base)
+
+
+def matches(fields: dict[str, Any], f: Flow) -> bool:
+    return FilterSet(allow=(FlowFilter(**fields),)).matches(f)
+
+
+CASES = [
+    # pod
+    pytest.param({"source_pod": ["shop/front"]}, flow(), True, id="pod-ns-prefix"),
+    pytest.param({"source_pod": ["shop/back"]}, flow(), False, id="pod-ns-wrong-prefix"),
+    pytest.param({"source_pod": ["other/front"]}, flow(), False, id="pod-wrong-ns"),
+    pytest.param({"source_pod": ["shop/"]}, flow(), True, id="pod-whole-namespace"),
+    pytest.param({"source_pod": ["front"]}, flow(), True, id="pod-bare-prefix-any-ns"),
+    pytest.param({"source_pod": ["front"]}, flow(source=DNS), False, id="pod-bare-no-match"),
+    pytest.param({"destination_pod": ["shop/backend"]}, flow(), True, id="pod-destination"),
+    pytest.param({"source_pod": ["kube-system/", "shop/front"]}, flow(), True,
+                 id="pod-values-or"),
+    pytest.param({"source_pod": ["shop/"]}, flow(source=WORLD), False, id="pod-world-never"),
+    # service
+    pytest.param({"destination_service": ["shop/back"]}, flow(), True, id="service-prefix"),
+    pytest.param({"destination_service": ["back"]}, flow(), True, id="service-any-ns"),
+    pytest.param({"destination_service": ["other/"]}, flow(), False, id="service-wrong-ns"),
+    pytest.param({"source_service": ["shop/"]}, flow(), False, id="service-none-on-flow"),
+    # workload
+    pytest.param({"source_workload": ["frontend"]}, flow(), True, id="workload-name"),
+    pytest.param({"source_workload": ["deployment/frontend"]}, flow(), True,
+                 id="workload-kind-any-case"),
+    pytest.param({"source_workload": ["StatefulSet/frontend"]}, flow(), False,
+                 id="workload-wrong-kind"),
+    pytest.param({"destination_workload": ["StatefulSet/"]}, flow(), True,
+                 id="workload-kind-only"),
+    pytest.param({"destination_workload": [{"name": "backend"}]}, flow(), True,
+                 id="workload-json-form"),
+    # label
+    pytest.param({"source_label": ["app=frontend"]}, flow(), True, id="label-any-source"),
+    pytest.param({"source_label": ["k8s:app=frontend"]}, flow(), True, id="label-k8s-source"),
+    pytest.param({"source_label": ["container:app=frontend"]}, flow(), False,
+                 id="label-other-source"),
+    pytest.param({"source_label": ["app=backend"]}, flow(), False, id="label-wrong-value"),
+    pytest.param({"source_label": ["app=backend", "tier=web"]}, flow(), True,
+                 id="label-selectors-or"),
+    pytest.param({"source_label": ["app=frontend,tier!=web"]}, flow(), False,
+                 id="label-comma-is-and"),
+    pytest.param({"destination_label": ["reserved:world"]}, flow(destination=WORLD), True,
+                 id="label-reserved-exists"),
+    # identity
+    pytest.param({"source_identity": [4242]}, flow(), True, id="identity-number"),
+    pytest.param({"source_identity": ["4242"]}, flow(), True, id="identity-string"),
+    pytest.param({"destination_identity": ["world"]}, flow(destination=WORLD), True,
+                 id="identity-world"),
+    pytest.param({"destination_identity": ["host"]}, flow(destination=WORLD), False,
+                 id="identity-host-no"),
+    # ip
+    pytest.param({"source_ip": ["10.0.1.5"]}, flow(), True, id="ip-exact"),
+    pytest.param({"source_ip": ["10.0.1.6"]}, flow(), False, id="ip-exact-no"),
+    pytest.param({"source_ip": ["10.0.0.0/16"]}, flow(), True, id="ip-cidr"),
+    pytest.param({"destination_ip": ["10.0.1.0/24"]}, flow(), False, id="ip-cidr-no"),
+    pytest.param({"source_ip": ["fd00::/64"]},
+                 flow(source_ip="fd00::5", ip_version=6), True, id="ip-v6-cidr"),
+    pytest.param({"source_ip": ["10.0.0.0/8"]},
+                 flow(source_ip="fd00::5", ip_version=6), False, id="ip-v4-net-v6-addr"),
+    pytest.param({"source_ip": ["10.0.0.0/8"]}, flow(source_ip=""), False, id="ip-empty-flow"),
+    # port
+    pytest.param({"destination_port": [8080]}, flow(), True, id="port-dst"),
+    pytest.param({"source_port": ["8080"]}, flow(), False, id="port-src-no"),
+    pytest.param({"destination_port": [53, 8080]}, flow(), True, id="port-or"),
+    pytest.param({"destination_port": [0]}, flow(protocol=Protocol.ICMP, destination_port=0),
+                 False, id="port-never-icmp"),
+    pytest.param({"destination_port": [53]},
+                 flow(protocol=Protocol.UDP, destination_port=53), True, id="port-udp"),
+    # protocol
+    pytest.param({"protocol": ["TCP"]}, flow(), True, id="proto-tcp-any-case"),
+    pytest.param({"protocol": ["udp"]}, flow(), False, id="proto-udp-no"),
+    pytest.param({"protocol": ["icmp"]}, flow(protocol=Protocol.ICMPV6), True,
+                 id="proto-icmp-is-both"),
+    pytest.param({"protocol": ["icmpv4"]}, flow(protocol=Protocol.ICMPV6), False,
+                 id="proto-icmpv4-not-v6"),
+    pytest.param({"protocol": ["sctp", "udp"]}, flow(protocol=Protocol.SCTP), True,
+                 id="proto-or"),
+    # verdict, drop reason, direction
+    pytest.param({"verdict": ["dropped"]}, flow(verdict=Verdict.DROPPED), True,
+                 id="verdict-any-case"),
+    pytest.param({"verdict": ["DROPPED"]}, flow(), False, id="verdict-no"),
+    pytest.param({"verdict": [2]}, flow(verdict=Verdict.DROPPED), True, id="verdict-number"),
+    pytest.param({"drop_reason_desc": ["POLICY_DENIED"]},
+                 flow(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), True,
+                 id="drop-reason"),
+    pytest.param({"drop_reason_desc": ["policy_deny"]},
+                 flow(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), False,
+                 id="drop-reason-other"),
+    pytest.param({"traffic_direction": ["egress"]}, flow(), True, id="direction-egress"),
+    pytest.param({"traffic_direction": ["INGRESS"]}, flow(), False, id="direction-no"),
+    # event type
+    pytest.param({"event_type": ["trace"]}, flow(), True, id="type-trace"),
+    pytest.param({"event_type": ["trace:from-endpoint"]}, flow(), True, id="type-trace-sub"),
+    pytest.param({"event_type": ["trace:to-endpoint"]}, flow(), False, id="type-trace-sub-no"),
+    pytest.param({"event_type": ["trace:5"]}, flow(), True, id="type-trace-numeric-sub"),
+    pytest.param({"event_type": ["drop"]}, flow(), False, id="type-drop-no"),
+    pytest.param({"event_type": ["drop:133"]},
+                 flow(event_type=EventType.DROP, event_subtype=133), True, id="type-drop-sub"),
+    pytest.param({"event_type": [{"type": 4, "match_sub_type": True}]},
+                 flow(event_subtype=0), True, id="type-json-sub-zero"),
+    pytest.param({"event_type": ["policy-verdict"]},
+                 flow(event_type=EventType.POLICY_VERDICT), True, id="type-policy-verdict"),
+    # tcp flags
+    pytest.param({"tcp_flags": ["SYN"]}, flow(), True, id="flags-syn"),
+    pytest.param({"tcp_flags": ["SYN,ACK"]}, flow(), False, id="flags-all-must-be-set"),
+    pytest.param({"tcp_flags": ["syn,ack"]}, flow(tcp_flags=SYN | ACK), True,
+                 id="flags-all-set"),
+    pytest.param({"tcp_flags": ["FIN", "SYN,ACK"]}, flow(tcp_flags=FIN | ACK), True,
+                 id="flags-values-or"),
+    pytest.param({"tcp_flags": ["SYN"]}, flow(protocol=Protocol.UDP), False,
+                 id="flags-never-udp"),
+    # reply
+    pytest.param({"reply": [False]}, flow(), True, id="reply-false"),
+    pytest.param({"reply": ["true"]}, flow(), False, id="reply-true-no"),
+    pytest.param({"reply": [True, False]}, flow(is_reply=None), False, id="reply-unknown"),
+    # node
+    pytest.param({"node_name": ["*.lab"]}, flow(), True, id="node-glob"),
+    pytest.param({"node_name": ["worker-?.lab"]}, flow(), True, id="node-glob-char"),
+    pytest.param({"node_name": ["worker-1"]}, flow(), False, id="node-exact-no"),
+    pytest.param({"node_name": ["default/worker-*"]}, flow(), True, id="node-default-cluster"),
+    pytest.param({"node_name": ["prod/*"]}, flow(), False, id="node-other-cluster"),
+    pytest.param({"node_name": ["prod/*"]}, flow(node_name="prod/n1"), True,
+                 id="node-cluster-form"),
+    pytest.param({"node_name": ["*"]}, flow(node_name=""), False, id="node-unknown-never"),
+]
+
+
+@pytest.mark.parametrize(("fields", "f", "expected"), CASES)
+def test_dimension_matches(fields: dict[str, Any], f: Flow, expected: bool) -> None:
+    assert matches(fields, f) is expected
+
+
+ERRORS = [
+    pytest.param("port", "http",
+                 "--port: 'http' is not a port number (0-65535); use a number like --port 8080",
+                 id="port-name"),
+    pytest.param("port", "65536",
+                 "--port: '65536' is not a port number (0-65535); use a number like --port 8080",
+                 id="port-range"),
+    pytest.param("to-port", "-1",
+                 "--to-port: '-1' is not a port number (0-65535); use a number like "
+                 "--to-port 8080", id="port-negative"),
+    pytest.param("pod", "",
+                 "--pod: the pod name is empty; give '[namespace/]pod-prefix' (or 'namespace/' "
+                 "for all of it) like --pod shop/frontend", id="pod-empty"),
+    pytest.param("pod", "a/b/c",
+                 "--pod: 'a/b/c' has more than one '/'; use 'namespace/pod-prefix' like "
+                 "--pod shop/frontend", id="pod-slashes"),
+    pytest.param("from-pod", "/web",
+                 "--from-pod: '/web' has an empty namespace before '/'; drop the '/' to match "
+                 "any namespace, or name one like --from-pod shop/frontend", id="pod-empty-ns"),
+    pytest.param("ip", "10.0.0.300",
+                 "--ip: '10.0.0.300' is not an IP address or CIDR; use an IPv4/IPv6 address "
+                 "or a network like --ip 10.0.0.0/8", id="ip-bad"),
+    pytest.param("to-ip", "10.0.0.0/33",
+                 "--to-ip: '10.0.0.0/33' is not an IP address or CIDR; use an IPv4/IPv6 "
+                 "address or a network like --to-ip 10.0.0.0/8", id="ip-bad-prefix"),
+    pytest.param("protocol", "http",
+                 "--protocol: 'http' is not a known protocol; use one of tcp, udp, sctp, icmp, "
+                 "icmpv4, icmpv6 like --protocol tcp", id="protocol-unknown"),
+    pytest.param("verdict", "DROP",
+                 "--verdict: 'DROP' is not a verdict; use one of VERDICT_UNKNOWN, FORWARDED, "
+                 "DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED like --verdict DROPPED",
+                 id="verdict-unknown"),
+    pytest.param("identity", "nobody",
+                 "--identity: 'nobody' is not a security identity; use a number "
+                 "(0-4294967295) or one of host, world like --identity 12345",
+                 id="identity-name"),
+    pytest.param("tcp-flags", "SYN,NOPE",
+                 "--tcp-flags: 'NOPE' is not a TCP flag; use a comma list of SYN, FIN, RST, "
+                 "PSH, ACK, URG, ECE, CWR like --tcp-flags SYN,ACK", id="tcp-flag-unknown"),
+    pytest.param("traffic-direction", "sideways",
+                 "--traffic-direction: 'SIDEWAYS' is not a traffic direction; use one of "
+                 "TRAFFIC_DIRECTION_UNKNOWN, INGRESS, EGRESS like --traffic-direction ingress",
+                 id="direction-unknown"),
+    pytest.param("drop-reason-desc", "BAD_LUCK",
+                 "--drop-reason-desc: 'BAD_LUCK' is not a drop reason; use one of "
+                 "DROP_REASON_UNKNOWN, INVALID_SOURCE_IP, POLICY_DENIED, INVALID_PACKET_DROPPED, "
+                 "CT_TRUNCATED_OR_INVALID_HEADER, CT_MISSING_TCP_ACK_FLAG, CT_UNKNOWN_L4_PROTOCOL, "
+                 "UNSUPPORTED_L3_PROTOCOL, MISSED_TAIL_CALL, UNKNOWN_L4_PROTOCOL, "
+                 "STALE_OR_UNROUTABLE_IP, CT_MAP_INSERTION_FAILED, IP_FRAGMENTATION_NOT_SUPPORTED, "
+                 "SERVICE_BACKEND_NOT_FOUND, NO_TUNNEL_OR_ENCAPSULATION_ENDPOINT, "
+                 "UNKNOWN_CONNECTION_TRACKING_STATE, FIB_LOOKUP_FAILED, INVALID_IDENTITY, "
+                 "UNKNOWN_SENDER, DENIED_BY_LB_SRC_RANGE_CHECK, POLICY_DENY, VLAN_FILTERED, "
+                 "AUTH_REQUIRED, CT_NO_MAP_FOUND, TTL_EXCEEDED like --drop-reason-desc "
+                 "POLICY_DENIED", id="drop-reason-unknown"),
+    pytest.param("type", "capture",
+                 "--type: 'capture' is a Hubble event type that Spyglass does not produce; use "
+                 "drop, policy-verdict, trace or trace:<point> with a point from to-endpoint, "
+                 "to-proxy, to-host, to-stack, to-overlay, from-endpoint, from-proxy, from-host, "
+                 "from-stack, from-overlay, from-network, to-network, from-crypto, to-crypto "
+                 "like --type trace:to-endpoint", id="type-hubble-only"),
+    pytest.param("type", "trace:sideways",
+                 "--type: 'sideways' is not a sub-type of 'trace'; use a number (0-255) or one "
+                 "of to-endpoint, to-proxy, to-host, to-stack, to-overlay, from-endpoint, "
+                 "from-proxy, from-host, from-stack, from-overlay, from-network, to-network, "
+                 "from-crypto, to-crypto like --type trace:to-endpoint", id="type-bad-sub"),
+    pytest.param("type", "drop:x",
+                 "--type: 'x' is not a sub-type of 'drop'; use a number (0-255) like "
+                 "--type trace:to-endpoint", id="type-drop-bad-sub"),
+    pytest.param("node-name", "a b",
+                 "--node-name: 'a b' is not a node name pattern; use letters, digits, '.', '-' "
+                 "and the globs * ? [..], optionally after 'cluster/' like --node-name *.lab",
+                 id="node-bad"),
+    pytest.param("reply", "maybe",
+                 "--reply: 'maybe' is not true or false; use true or false like --reply true",
+                 id="reply-bad"),
+    pytest.param("workload", "a/b/c",
+                 "--workload: 'a/b/c' is not '[kind/]name'; use one '/' after the kind like "
+                 "--workload Deployment/frontend", id="workload-bad"),
+    pytest.param("namespace", "shop/web",
+                 "--namespace: 'shop/web' is not a namespace name; to select a pod use --pod "
+                 "shop/web; a namespace looks like --namespace kube-system", id="namespace-pod"),
+    pytest.param("label", "",
+                 "--label: the label selector is empty; give a selector like --label "
+                 "app=frontend", id="label-empty"),
+    pytest.param("label", "app in a",
+                 "--label: label selector 'app in a': expected '(' after in/notin at position "
+                 "7; write it like 'app=frontend', 'k8s:app!=db', 'tier in (web,api)', 'app' or "
+                 "'!canary'", id="label-bad"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), ERRORS)
+def test_dimension_errors(flag: str, value: str, message: str) -> None:
+    with pytest.raises(FilterError) as e:
+        build_from_flags([(flag, value)])
+    assert str(e.value) == message
+
+
+CANONICAL = [
+    pytest.param("source_ip", "10.0.0.1/24", "10.0.0.0/24", id="ip-cidr-masked"),
+    pytest.param("source_ip", "10.0.0.1/32", "10.0.0.1", id="ip-host-cidr"),
+    pytest.param("source_ip", "FD00:0::1", "fd00::1", id="ip-v6-compressed"),
+    pytest.param("source_port", " 080 ", 80, id="port-int"),
+    pytest.param("verdict", "dropped", "DROPPED", id="verdict-upper"),
+    pytest.param("tcp_flags", "ack,syn", "SYN,ACK", id="flags-hubble-order"),
+    pytest.param("tcp_flags", {"ACK": True, "FIN": False}, "ACK", id="flags-json"),
+    pytest.param("event_type", "4:0", "trace:to-endpoint", id="type-numeric"),
+    pytest.param("event_type", "TRACE", "trace", id="type-case"),
+    pytest.param("source_identity", "reserved:host", 1, id="identity-reserved-label"),
+    pytest.param("source_label", "app == web , tier  in (b, a)", "app=web,tier in (a,b)",
+                 id="label-reprinted"),
+    pytest.param("source_workload", {"kind": "Deployment", "name": "web"}, "Deployment/web",
+                 id="workload-json"),
+    pytest.param("traffic_direction", "egress", "EGRESS", id="direction-upper"),
+    pytest.param("reply", "yes", True, id="reply-yes"),
+]
+
+
+@pytest.mark.parametrize(("field", "raw", "canonical"), CANONICAL)
+def test_values_are_canonical_and_stable(field: str, raw: Any, canonical: Any) -> None:
+    ff = FlowFilter(**{field: (raw,)})
+    assert getattr(ff, field) == (canonical,)
+    assert FlowFilter(**{field: getattr(ff, field)}) == ff  # canonical parses to itself
+
+
+def test_duplicate_values_collapse() -> None:
+    assert FlowFilter(source_port=("80", 80)).source_port == (80,)
+
+
+def test_junk_flow_values_do_not_crash() -> None:
+    fs = FilterSet(allow=(FlowFilter(source_ip=("10.0.0.0/8",), node_name=("*",)),))
+    assert fs.matches(flow(source_ip="not-an-ip")) is False

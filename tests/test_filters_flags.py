@@ -1,0 +1,340 @@
+"""Composition: flags → left/right FlowFilters, --not, allow minus deny, and round trips."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from spyglass.collector.enums import Protocol, Verdict
+from spyglass.collector.filters import (
+    FILTER_FLAGS,
+    FilterError,
+    FilterSet,
+    FlowFilter,
+    build_from_flags,
+    build_from_query,
+)
+from spyglass.collector.flow import Endpoint, Flow
+
+Items = list[tuple[str, str | None]]
+
+
+def ep(ns: str, pod: str) -> Endpoint:
+    return Endpoint(namespace=ns, pod_name=pod, labels=(f"k8s:app={pod.split('-')[0]}",))
+
+
+A, B, C = ep("shop", "a-1"), ep("shop", "b-1"), ep("kube-system", "coredns-1")
+
+
+def flow(src: Endpoint = A, dst: Endpoint = B, sport: int = 40000, dport: int = 80,
+         verdict: Verdict = Verdict.FORWARDED, proto: int = Protocol.TCP) -> Flow:
+    return Flow(time_ns=1, source=src, destination=dst, source_port=sport, destination_port=dport,
+                verdict=verdict, protocol=proto, source_ip="10.0.0.1", destination_ip="10.0.0.2")
+
+
+# -- how flags become filters ---------------------------------------------------
+
+SHAPES = [
+    pytest.param([("pod", "shop/a")],
+                 [FlowFilter(source_pod=("shop/a",)), FlowFilter(destination_pod=("shop/a",))],
+                 [], id="either-side-two-filters"),
+    pytest.param([("pod", "shop/a"), ("port", "80")],
+                 [FlowFilter(source_pod=("shop/a",), source_port=(80,)),
+                  FlowFilter(destination_pod=("shop/a",), destination_port=(80,))],
+                 [], id="either-sides-pair-up"),
+    pytest.param([("from-pod", "shop/a"), ("to-port", "80")],
+                 [FlowFilter(source_pod=("shop/a",), destination_port=(80,))], [],
+                 id="from-to-collapse-to-one"),
+    pytest.param([("verdict", "DROPPED"), ("protocol", "tcp")],
+                 [FlowFilter(verdict=("DROPPED",), protocol=("tcp",))], [], id="both-one-filter"),
+    pytest.param([("pod", "shop/a"), ("verdict", "DROPPED")],
+                 [FlowFilter(source_pod=("shop/a",), verdict=("DROPPED",)),
+                  FlowFilter(destination_pod=("shop/a",), verdict=("DROPPED",))], [],
+                 id="both-goes-to-left-and-right"),
+    pytest.param([("from-pod", "shop/a"), ("from-pod", "shop/b")],
+                 [FlowFilter(source_pod=("shop/a", "shop/b"))], [], id="repeat-appends"),
+    pytest.param([("namespace", "shop")],
+                 [FlowFilter(source_pod=("shop/",)), FlowFilter(destination_pod=("shop/",))], [],
+                 id="namespace-whole"),
+    pytest.param([("namespace", "shop"), ("pod", "web")],
+                 [FlowFilter(source_pod=("shop/web",)),
+                  FlowFilter(destination_pod=("shop/web",))], [], id="namespace-applied-to-pod"),
+    pytest.param([("pod", "web"), ("namespace", "a"), ("namespace", "b")],
+                 [FlowFilter(source_pod=("a/web", "b/web")),
+                  FlowFilter(destination_pod=("a/web", "b/web"))], [],
+                 id="namespaces-multiply-pods"),
+    pytest.param([("from-namespace", "shop"), ("to-namespace", "kube-system")],
+                 [FlowFilter(source_pod=("shop/",), destination_pod=("kube-system/",))], [],
+                 id="from-to-namespace"),
+    pytest.param([("from-namespace", "shop"), ("from-service", "front")],
+                 [FlowFilter(source_service=("shop/front",))], [],
+                 id="namespace-applied-to-service"),
+    pytest.param([("not", None), ("namespace", "kube-system")], [],
+                 [FlowFilter(source_pod=("kube-system/",)),
+                  FlowFilter(destination_pod=("kube-system/",))], id="not-namespace"),
+    pytest.param([("verdict", "DROPPED"), ("not", None), ("to-port", "53")],
+                 [FlowFilter(verdict=("DROPPED",))], [FlowFilter(destination_port=(53,))],
+                 id="not-applies-to-next-only"),
+    pytest.param([("not", None), ("from-pod", "shop/a"), ("not", None), ("from-pod", "shop/b")],
+                 [], [FlowFilter(source_pod=("shop/a", "shop/b"))], id="not-twice-ors-in-field"),
+    pytest.param([("allowlist", '{"source_pod":["shop/"]}'), ("verdict", "DROPPED")],
+                 [FlowFilter(verdict=("DROPPED",)), FlowFilter(source_pod=("shop/",))], [],
+                 id="raw-allowlist-appended"),
+    pytest.param([("denylist", '[{"verdict":["ERROR"]},{"protocol":["udp"]}]')], [],
+                 [FlowFilter(verdict=("ERROR",)), FlowFilter(protocol=("udp",))],
+                 id="raw-denylist-list"),
+    pytest.param([], [], [], id="nothing"),
+]
+
+
+@pytest.mark.parametrize(("items", "allow", "deny"), SHAPES)
+def test_flags_build_hubble_shapes(items: Items, allow: list[FlowFilter],
+                                   deny: list[FlowFilter]) -> None:
+    fs = build_from_flags(items)
+    assert fs == FilterSet(tuple(allow), tuple(deny))
+
+
+NOT_EACH = [pytest.param(f.name, f.example, id=f"not-{f.name}") for f in FILTER_FLAGS
+            if f.takes_value and f.mode not in ("allowlist", "denylist")]
+
+
+@pytest.mark.parametrize(("name", "example"), NOT_EACH)
+def test_not_moves_every_kind_to_the_denylist(name: str, example: str) -> None:
+    plain = build_from_flags([(name, example)])
+    negated = build_from_flags([("not", None), (name, example)])
+    assert negated.allow == ()
+    assert negated.deny == plain.allow and plain.deny == ()
+
+
+# -- matching: AND, OR, deny ------------------------------------------------------
+
+MATCHING = [
+    pytest.param([("pod", "shop/a"), ("port", "80")], flow(A, B, 40000, 80), False,
+                 id="pod-port-src-pod-dst-port-no"),
+    pytest.param([("pod", "shop/a"), ("port", "80")], flow(A, B, 80, 5000), True,
+                 id="pod-port-both-source"),
+    pytest.param([("pod", "shop/a"), ("port", "80")], flow(B, A, 40000, 80), True,
+                 id="pod-port-both-destination"),
+    pytest.param([("from-pod", "shop/a"), ("to-port", "80")], flow(A, B, 40000, 80), True,
+                 id="from-pod-to-port"),
+    pytest.param([("from-pod", "shop/a"), ("to-port", "80")], flow(B, A, 40000, 80), False,
+                 id="from-pod-to-port-reversed"),
+    pytest.param([("from-pod", "shop/a"), ("from-pod", "kube-system/")], flow(C, B), True,
+                 id="or-within-field"),
+    pytest.param([("from-pod", "shop/a"), ("verdict", "DROPPED")], flow(A, B), False,
+                 id="and-across-fields"),
+    pytest.param([("from-pod", "shop/a"), ("verdict", "DROPPED")],
+                 flow(A, B, verdict=Verdict.DROPPED), True, id="and-across-fields-yes"),
+    pytest.param([("allowlist", '{"source_pod":["kube-system/"]}'),
+                  ("allowlist", '{"destination_port":["80"]}')], flow(A, B), True,
+                 id="or-across-filters"),
+    pytest.param([("not", None), ("namespace", "kube-system")], flow(A, C), False,
+                 id="deny-either-side"),
+    pytest.param([("not", None), ("namespace", "kube-system")], flow(A, B), True,
+                 id="deny-other-passes"),
+    pytest.param([("namespace", "shop"), ("not", None), ("to-port", "80")], flow(A, B), False,
+                 id="allow-minus-deny"),
+    pytest.param([("namespace", "shop"), ("not", None), ("to-port", "53")], flow(A, B), True,
+                 id="allow-not-denied"),
+    pytest.param([("label", "app=a")], flow(B, A), True, id="label-either-side"),
+    pytest.param([("from-label", "app=a")], flow(B, A), False, id="from-label"),
+    pytest.param([], flow(), True, id="empty-matches-all"),
+]
+
+
+@pytest.mark.parametrize(("items", "f", "expected"), MATCHING)
+def test_flags_match(items: Items, f: Flow, expected: bool) -> None:
+    assert build_from_flags(items).matches(f) is expected
+
+
+# -- errors of composition --------------------------------------------------------
+
+COMPOSE_ERRORS = [
+    pytest.param([("verdict", "DROPPED"), ("not", None)],
+                 "--not at the end has no filter after it; put it before the filter to negate, "
+                 "like --not --namespace kube-system", id="trailing-not"),
+    pytest.param([("not", None), ("not", None), ("pod", "a")],
+                 "two --not in a row; one --not negates the filter after it", id="double-not"),
+    pytest.param([("not", "x")],
+                 "--not takes no value (got 'x'); put it before the filter to negate, like "
+                 "--not --namespace kube-system", id="not-with-value"),
+    pytest.param([("pod", None)], "--pod needs a value, like --pod shop/frontend",
+                 id="missing-value"),
+    pytest.param([("pods", "a")],
+                 "unknown filter flag --pods; did you mean 'pod'? valid filters are not, pod, "
+                 "from-pod, to-pod, namespace, from-namespace, to-namespace, ip, from-ip, to-ip, "
+                 "label, from-label, to-label, identity, from-identity, to-identity, service, "
+                 "from-service, to-service, workload, from-workload, to-workload, port, "
+                 "from-port, to-port, protocol, verdict, type, node-name, tcp-flags, "
+                 "traffic-direction, drop-reason-desc, reply, allowlist, denylist",
+                 id="unknown-flag"),
+    pytest.param([("port", "80"), ("to-port", "81")],
+                 "filters --port and --to-port cannot be combined; use --from-port and "
+                 "--to-port instead of --port", id="conflict-port"),
+    pytest.param([("namespace", "shop"), ("from-pod", "a")],
+                 "filters --namespace and --from-pod cannot be combined; use --from-namespace, "
+                 "or put the namespace in the pod (ns/name)", id="conflict-ns-from-pod"),
+    pytest.param([("ip", "10.0.0.1"), ("pod", "a")],
+                 "filters --ip and --pod cannot be combined; select an endpoint by IP or by "
+                 "pod, not both", id="conflict-ip-pod"),
+    pytest.param([("namespace", "shop"), ("pod", "other/x")],
+                 "pod 'other/x' is in namespace 'other', but the namespace filter says shop; "
+                 "drop one of them, or leave the namespace out of the pod name",
+                 id="namespace-mismatch"),
+    pytest.param([("not", None), ("allowlist", "{}")],
+                 "--not cannot negate --allowlist; use --denylist for filters whose flows "
+                 "should be left out", id="not-allowlist"),
+    pytest.param([("allowlist", "{source_pod}")],
+                 "--allowlist: not valid JSON (Expecting property name enclosed in double quotes "
+                 "at column 2); write it like --allowlist '{\"source_pod\":[\"shop/\"]}'",
+                 id="allowlist-bad-json"),
+    pytest.param([("allowlist", '{"source_pods":["a"]}')],
+                 "--allowlist: unknown FlowFilter field 'source_pods'; valid fields are "
+                 "source_pod, destination_pod, source_service, destination_service, "
+                 "source_workload, destination_workload, source_label, destination_label, "
+                 "source_identity, destination_identity, source_ip, destination_ip, "
+                 "source_port, destination_port, protocol, tcp_flags, verdict, drop_reason_desc, "
+                 "event_type, traffic_direction, reply, node_name", id="allowlist-unknown-key"),
+    pytest.param([("denylist", '{"source_port":["http"]}')],
+                 "--denylist field 'source_port': 'http' is not a port number (0-65535); use a "
+                 "number like '8080'", id="denylist-bad-value"),
+    pytest.param([("allowlist", '"shop/"')],
+                 "--allowlist: a FlowFilter must be a JSON object, got 'shop/'; write it like "
+                 "{\"source_pod\": [\"shop/\"]}", id="allowlist-not-object"),
+]
+
+
+@pytest.mark.parametrize(("items", "message"), COMPOSE_ERRORS)
+def test_compose_errors(items: Items, message: str) -> None:
+    with pytest.raises(FilterError) as e:
+        build_from_flags(items)
+    assert str(e.value) == message
+
+
+def test_not_conflicts_are_per_tracker() -> None:
+    # --port in the allowlist and --to-port in the denylist do not collide (as in Hubble).
+    fs = build_from_flags([("port", "80"), ("not", None), ("to-port", "81")])
+    assert fs.deny == (FlowFilter(destination_port=(81,)),)
+
+
+# -- query parameters ---------------------------------------------------------------
+
+QUERY = [
+    pytest.param([("from_pod", "shop/a")], [("from-pod", "shop/a")], id="underscore"),
+    pytest.param([("not-namespace", "kube-system")],
+                 [("not", None), ("namespace", "kube-system")], id="not-prefix"),
+    pytest.param([("not_to_port", "53"), ("verdict", "DROPPED")],
+                 [("not", None), ("to-port", "53"), ("verdict", "DROPPED")],
+                 id="not-underscore"),
+    pytest.param([("allowlist", '{"verdict":["DROPPED"]}')],
+                 [("allowlist", '{"verdict":["DROPPED"]}')], id="raw-json"),
+]
+
+
+@pytest.mark.parametrize(("params", "items"), QUERY)
+def test_query_means_the_same_as_flags(params: list[tuple[str, str]], items: Items) -> None:
+    assert build_from_query(params) == build_from_flags(items)
+
+
+def test_query_unknown_name() -> None:
+    with pytest.raises(FilterError) as e:
+        build_from_query([("last", "20")])
+    assert str(e.value).startswith("unknown filter query parameter 'last'; ")
+
+
+# -- round trips ------------------------------------------------------------------
+
+ROUND = [
+    pytest.param([("pod", "shop/a"), ("port", "80"), ("not", None), ("namespace", "kube-system")],
+                 id="either-and-deny"),
+    pytest.param([("from-label", "app in (x,y),!canary"), ("to-ip", "fd00::/64"),
+                  ("type", "trace:to-endpoint"), ("tcp-flags", "syn,ack"), ("reply", "false"),
+                  ("node-name", "*.lab"), ("traffic-direction", "ingress"),
+                  ("drop-reason-desc", "policy_denied"), ("to-identity", "world"),
+                  ("to-workload", "Deployment/web"), ("from-service", "shop/")],
+                 id="every-kind"),
+    pytest.param([("type", "drop:133"), ("type", "policy-verdict"), ("protocol", "icmp")],
+                 id="types"),
+    pytest.param([], id="empty"),
+]
+
+
+@pytest.mark.parametrize("items", ROUND)
+def test_to_params_round_trip(items: Items) -> None:
+    fs = build_from_flags(items)
+    assert build_from_query(fs.to_params()) == fs
+    for ff in fs.allow + fs.deny:
+        assert FlowFilter.from_dict(ff.to_dict()) == ff
+        assert FlowFilter.from_dict(json.loads(json.dumps(ff.to_dict()))) == ff
+
+
+def test_to_dict_is_hubble_json() -> None:
+    ff = build_from_flags([("from-port", "80"), ("type", "trace:to-endpoint"),
+                           ("tcp-flags", "SYN")]).allow[0]
+    assert ff.to_dict() == {
+        "source_port": ["80"],
+        "tcp_flags": [{"SYN": True}],
+        "event_type": [{"type": 4, "match_sub_type": True, "sub_type": 0}],
+    }
+
+
+def test_from_dict_accepts_protojson_camel_case() -> None:
+    ff = FlowFilter.from_dict({"sourcePod": ["shop/"], "destinationPort": ["80"]})
+    assert ff == FlowFilter(source_pod=("shop/",), destination_port=(80,))
+
+
+_FLAG_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "pod": st.sampled_from(["shop/a", "shop/", "b", "kube-system/core"]),
+    "ip": st.sampled_from(["10.0.0.1", "10.0.0.0/8", "fd00::/64", "::1"]),
+    "label": st.sampled_from(["app=a", "k8s:app!=b", "tier in (x,y)", "!canary,app"]),
+    "port": st.integers(0, 65535).map(str),
+    "identity": st.sampled_from(["host", "world", "4242"]),
+    "verdict": st.sampled_from(["DROPPED", "forwarded", "AUDIT"]),
+    "protocol": st.sampled_from(["tcp", "UDP", "icmp", "icmpv6"]),
+    "type": st.sampled_from(["trace", "drop", "trace:from-stack", "drop:133", "4:3"]),
+    "tcp-flags": st.sampled_from(["SYN", "ack,syn", "FIN,RST"]),
+}
+
+
+@st.composite
+def _items(draw: Any) -> Items:
+    out: Items = []
+    for _ in range(draw(st.integers(0, 6))):
+        base = draw(st.sampled_from(sorted(_FLAG_VALUES)))
+        sided = base in ("pod", "ip", "label", "port", "identity")
+        name = draw(st.sampled_from(["from-", "to-"])) + base if sided else base
+        if draw(st.booleans()):
+            out.append(("not", None))
+        out.append((name, draw(_FLAG_VALUES[base])))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(_items())
+def test_round_trip_property(items: Items) -> None:
+    try:
+        fs = build_from_flags(items)
+    except FilterError:
+        return  # e.g. Hubble's --from-ip/--from-pod conflict; covered above
+    assert build_from_query(fs.to_params()) == fs
+
+
+def test_describe() -> None:
+    fs = build_from_flags([("pod", "shop/front"), ("verdict", "DROPPED"), ("not", None),
+                           ("to-port", "53")])
+    assert fs.describe() == (
+        "(source pod in shop/front* AND verdict is DROPPED) OR "
+        "(destination pod in shop/front* AND verdict is DROPPED) EXCEPT (destination port is 53)")
+    assert build_from_flags([]).describe() == "all flows"
+    assert build_from_flags([("from-pod", "web"), ("from-pod", "api")]).describe() == (
+        "(source pod in */web* or */api*)")
+
+
+def test_empty() -> None:
+    assert build_from_flags([]).empty
+    assert FilterSet(allow=(FlowFilter(),)).empty
+    assert not build_from_flags([("verdict", "DROPPED")]).empty
+    assert not build_from_flags([("not", None), ("verdict", "DROPPED")]).empty
