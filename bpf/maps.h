@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * The datapath's maps and the structs userspace writes into them.
+ *
+ * bpf/maps.py mirrors every struct here with ctypes; the datapath test checks
+ * the mirror against the sizes bcc derives from this file, so keep the two in
+ * step. All maps are named sg_* and pinned by bpf/datapath.py under the pin dir.
+ */
+#ifndef SPYGLASS_MAPS_H
+#define SPYGLASS_MAPS_H
+
+#include "spyglass_event.h"
+
+#ifndef SG_CT_SIZE
+#define SG_CT_SIZE 65536
+#endif
+#ifndef SG_ENDPOINTS_SIZE
+#define SG_ENDPOINTS_SIZE 4096
+#endif
+#ifndef SG_IPCACHE_SIZE
+#define SG_IPCACHE_SIZE 16384
+#endif
+
+/* Reserved identities (Cilium's numbers). */
+#define SG_IDENTITY_WORLD 2
+
+/* sg_ipcache key family (Cilium's ENDPOINT_KEY_IPV4/6). */
+#define SG_FAMILY_IPV4 1
+#define SG_FAMILY_IPV6 2
+
+/* sg_ipcache / sg_endpoints flags */
+#define SG_EPF_LOCAL 0x0001    /* the address belongs to an endpoint on this node */
+
+/* sg_endpoints: host-side veth ifindex -> the endpoint behind it. */
+struct sg_endpoint_info {
+	__u16 ep_id;
+	__u16 flags;
+	__u32 identity;
+	__u32 ipv4;           /* network byte order */
+};
+
+/* sg_ipcache: longest-prefix match on the remote address. prefixlen counts
+ * the family byte and padding (32 bits) plus the address prefix, so an IPv4
+ * /24 is stored with prefixlen 56 and never matches an IPv6 key. */
+struct sg_ipcache_key {
+	__u32 prefixlen;
+	__u8  family;         /* SG_FAMILY_* */
+	__u8  pad[3];
+	__u8  addr[16];
+};
+
+struct sg_ipcache_value {
+	__u32 identity;
+	__u16 ep_id;
+	__u16 flags;
+};
+
+/* sg_config[0]: runtime knobs that userspace may change while attached. */
+struct sg_config {
+	__u32 agg_level;      /* 0 = report every packet; non-zero = active-CT aggregation */
+	__u32 flags;          /* reserved */
+	__u64 interval_ns;    /* aggregation: report a busy slot at least this often */
+};
+
+BPF_PERF_OUTPUT(sg_events);
+BPF_PERCPU_ARRAY(sg_submit_fail, __u64, 1);
+BPF_HASH(sg_endpoints, __u32, struct sg_endpoint_info, SG_ENDPOINTS_SIZE);
+BPF_LPM_TRIE(sg_ipcache, struct sg_ipcache_key, struct sg_ipcache_value, SG_IPCACHE_SIZE);
+BPF_ARRAY(sg_config, struct sg_config, 1);
+
+#endif /* SPYGLASS_MAPS_H */
