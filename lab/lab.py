@@ -1,0 +1,273 @@
+"""The lab: a manifest's pods as network namespaces on this host, plus the processes in them.
+
+Everything is planned in the constructor (IPs, names, identities, endpoint
+ids) without touching the system, so enrichment and tests can use a Lab
+before, or without, bringing it up. `up()` either completes or tears down
+what it made before raising. The Lab is also the enrichment source for the
+collector: it implements `EndpointGetter` and `IdentityGetter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from spyglass.bpf.identity import IdentityAllocator, pod_labels
+from spyglass.collector.getters import EndpointInfo
+from spyglass.lab import ipam, procs
+from spyglass.lab import netns as nl
+from spyglass.lab.errors import LabError
+from spyglass.lab.manifest import Container, Manifest, Pod
+from spyglass.lab.model import LabPod, ProcessRecord
+from spyglass.lab.naming import host_ifname, netns_name, resolve_ref, workload_name
+from spyglass.lab.placeholders import render
+from spyglass.lab.state import (
+    DEFAULT_STATE_DIR,
+    STATE_VERSION,
+    exec_in_pod,
+    load_state,
+    pods_from_state,
+    save_state,
+    state_path,
+    teardown,
+)
+
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")
+#: How long a just-started container must survive before `up()` calls the pod started.
+SETTLE_SECONDS = 0.5
+
+
+def namespace_identity_labels(manifest: Manifest, namespace: str) -> dict[str, str]:
+    """Namespace labels as Cilium adds them to pod identities (for namespaceSelector)."""
+    ns = manifest.namespace(namespace)
+    labels = ns.labels if ns else {}
+    return {f"io.cilium.k8s.namespace.labels.{k}": v for k, v in labels.items()}
+
+
+class Lab:
+    """Pods from a manifest, as netns + veth pairs + processes, with a state file."""
+
+    def __init__(self, manifest: Manifest, *, pod_cidr: str = "10.244.0.0/16",
+                 prefix: str = "sg", state_dir: str = DEFAULT_STATE_DIR,
+                 link_prefix: str = "lxc", identities: IdentityAllocator | None = None,
+                 python: str = sys.executable, grace: float = 3.0) -> None:
+        if not _PREFIX.match(prefix):
+            raise LabError(f"bad lab prefix {prefix!r}: use 1-16 letters, digits, '-', '_' "
+                           f"or '.', e.g. 'sg'")
+        self.manifest = manifest
+        self.pod_cidr = pod_cidr
+        self.prefix = prefix
+        self.state_dir = state_dir
+        self.log_dir = os.path.join(state_dir, "lab")
+        self.identities = identities if identities is not None else IdentityAllocator()
+        self.python = python
+        self.grace = grace
+        self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        self._state: dict[str, Any] | None = None
+        ips = ipam.allocate(pod_cidr, len(manifest.pods))
+        self._pods: list[LabPod] = []
+        for ep_id, (pod, ip) in enumerate(zip(manifest.pods, ips, strict=True), start=1):
+            ident_labels = pod_labels(pod.namespace, {
+                **pod.labels, **namespace_identity_labels(manifest, pod.namespace)})
+            self._pods.append(LabPod(
+                namespace=pod.namespace, name=pod.name, ip=ip, labels=dict(pod.labels),
+                identity=self.identities.allocate(ident_labels),
+                identity_labels=ident_labels, ep_id=ep_id,
+                netns=netns_name(prefix, pod.namespace, pod.name),
+                host_ifname=host_ifname(link_prefix, prefix, pod.namespace, pod.name),
+                workload=workload_name(pod.name, pod.labels),
+            ))
+        self._index()
+
+    # -- the pods -------------------------------------------------------------------------
+
+    @property
+    def pods(self) -> list[LabPod]:
+        return list(self._pods)
+
+    def pod(self, ref: str) -> LabPod:
+        """By "ns/pod", or bare "pod" (in `default`, else the only pod of that name)."""
+        ns, name = resolve_ref(ref, [(p.namespace, p.name) for p in self._pods])
+        return self._by_ref[f"{ns}/{name}"]
+
+    def exec(self, ref: str, argv: list[str], timeout: float | None = None,
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a command inside a pod's netns and capture its output (text)."""
+        return exec_in_pod(self.pod(ref), argv, timeout=timeout, input=input)
+
+    @property
+    def is_up(self) -> bool:
+        return self._state is not None
+
+    def render_argv(self, pod: Pod, container: Container) -> list[str]:
+        """The container's argv with `{{…}}` placeholders filled in (see placeholders.py)."""
+        values = {"python": self.python, "pod": pod.name, "namespace": pod.namespace}
+
+        def ip_of(ref: str) -> str:
+            ns, name = resolve_ref(ref, [(p.namespace, p.name) for p in self._pods],
+                                   default_namespace=pod.namespace)
+            return self._by_ref[f"{ns}/{name}"].ip
+
+        return [render(a, values, ip_of) for a in container.argv]
+
+    # -- EndpointGetter / IdentityGetter --------------------------------------------------
+
+    def endpoint_by_ip(self, ip: str) -> EndpointInfo | None:
+        return self._by_ip.get(ip)
+
+    def endpoint_by_id(self, ep_id: int) -> EndpointInfo | None:
+        return self._by_id.get(ep_id)
+
+    def labels_of(self, identity: int) -> tuple[str, ...] | None:
+        return self.identities.labels_of(identity)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Create netns, veths, addresses, routes; then start the containers.
+
+        Networking for every pod comes first so a client never starts before
+        its server has an address. On any failure everything made so far is
+        torn down before the error propagates.
+        """
+        if self._state is not None:
+            raise LabError("this lab is already up")
+        existing = load_state(self.state_dir)
+        if existing is not None:
+            raise LabError(f"a lab is already up (state in {state_path(self.state_dir)}, "
+                           f"started by pid {existing.get('owner_pid')}): run `spyglass down` "
+                           f"first")
+        self._preflight()
+        self._state = {"version": STATE_VERSION, "prefix": self.prefix,
+                       "pod_cidr": self.pod_cidr, "manifest": self.manifest.source,
+                       "owner_pid": os.getpid(), "started": time.time(),
+                       "state_dir": self.state_dir, "pods": []}
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._save()
+            for i in range(len(self._pods)):
+                self._wire(i)
+            for i, pod in enumerate(self.manifest.pods):
+                self._start(i, pod)
+            self._settle()
+        except BaseException as e:
+            try:
+                self.down()
+            except LabError as te:
+                e.add_note(f"and cleaning up after it failed too: {te}")
+            raise
+
+    def down(self) -> list[str]:
+        """Full teardown of what this lab made; idempotent. Returns what was done."""
+        if self._state is None:
+            return []
+        done = teardown(self._state, self.state_dir, grace=self.grace, popens=self._popens)
+        self._state = None
+        self._popens.clear()
+        self._pods = [dataclasses.replace(p, netns_cookie=0, host_ifindex=0, host_mac="",
+                                          pod_mac="", processes=(), owned=())
+                      for p in self._pods]
+        self._index()
+        return done
+
+    def __enter__(self) -> Lab:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _index(self) -> None:
+        self._by_ref = {p.ref: p for p in self._pods}
+        infos = [p.endpoint_info() for p in self._pods]
+        self._by_ip = {i.ips[0]: i for i in infos}
+        self._by_id = {i.id: i for i in infos}
+
+    def _save(self) -> None:
+        assert self._state is not None
+        self._state["pods"] = [p.to_dict() for p in self._pods if p.owned]
+        save_state(self.state_dir, self._state)
+
+    def _update(self, i: int, **changes: Any) -> None:
+        self._pods[i] = dataclasses.replace(self._pods[i], **changes)
+        self._index()
+        self._save()
+
+    def _owned(self, i: int, what: str) -> tuple[str, ...]:
+        return (*self._pods[i].owned, what)
+
+    def _preflight(self) -> None:
+        problems = [f"netns {p.netns} exists" for p in self._pods if nl.netns_exists(p.netns)]
+        problems += [f"link {p.host_ifname} exists" for p in self._pods
+                     if nl.link_index(p.host_ifname)]
+        if problems:
+            raise LabError("cannot bring the lab up: " + ", ".join(problems)
+                           + ": another lab is up or a previous one was not torn down; "
+                           "run `spyglass down`")
+        clashes = nl.overlapping_routes(self.pod_cidr)
+        if clashes:
+            raise LabError(f"pod CIDR {self.pod_cidr} overlaps host routes "
+                           f"({', '.join(clashes)}): pass a different --pod-cidr")
+
+    def _wire(self, i: int) -> None:
+        p = self._pods[i]
+        nl.create_netns(p.netns)
+        self._update(i, netns_cookie=nl.netns_cookie(p.netns), owned=self._owned(i, "netns"))
+        index = nl.create_link(p.netns, p.host_ifname)
+        self._update(i, host_ifindex=index, owned=self._owned(i, "link"))
+        link = nl.configure_link(p.netns, p.host_ifname, index, p.ip)
+        self._update(i, host_mac=link.host_mac, pod_mac=link.pod_mac)
+        nl.add_host_route(index, p.ip)
+        self._update(i, owned=self._owned(i, "route"))
+        nl.add_host_neigh(index, p.ip, link.pod_mac)
+        self._update(i, owned=self._owned(i, "neigh"))
+
+    def _start(self, i: int, pod: Pod) -> None:
+        runnable = [c for c in pod.containers if c.argv]
+        for c in runnable:
+            name = f"{pod.namespace}_{pod.name}" + (f"_{c.name}" if len(runnable) > 1 else "")
+            log = os.path.join(self.log_dir, f"{name}.log")
+            with open(log, "w"):
+                pass  # a fresh log per run
+            popen, rec = procs.start(self._pods[i].netns, c.name, self.render_argv(pod, c),
+                                     dict(c.env), log)
+            self._popens[rec.pid] = popen
+            self._update(i, processes=(*self._pods[i].processes, rec))
+
+    def _settle(self) -> None:
+        """Fail fast if a container dies right away (a typo in its command, a port in use)."""
+        if not self._popens:
+            return
+        time.sleep(SETTLE_SECONDS)
+        failed = []
+        for p in self._pods:
+            for rec in p.processes:
+                code = self._popens[rec.pid].poll()
+                if code not in (None, 0):
+                    failed.append(f"{p.ref} container {rec.container} exited with code {code}"
+                                  f"{_tail(rec)} (log: {rec.log})")
+        if failed:
+            raise LabError("a pod failed to start: " + "; ".join(failed))
+
+
+def _tail(rec: ProcessRecord, lines: int = 3) -> str:
+    try:
+        with open(rec.log, encoding="utf-8", errors="replace") as f:
+            text = f.read().strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return (": " + " | ".join(text)) if text else ""
+
+
+def running_pods(state_dir: str = DEFAULT_STATE_DIR) -> Sequence[LabPod]:
+    """The pods of the lab that is up, from its state file ([] when none is)."""
+    state = load_state(state_dir)
+    return pods_from_state(state) if state else []
