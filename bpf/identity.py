@@ -13,7 +13,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from spyglass.collector.enums import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_IDENTITY_LABELS
+#: Cilium's reserved identities.
+IDENTITY_UNKNOWN = 0
+IDENTITY_HOST = 1
+IDENTITY_WORLD = 2
+RESERVED_IDENTITY_LABELS: dict[int, str] = {
+    IDENTITY_HOST: "reserved:host",
+    IDENTITY_WORLD: "reserved:world",
+}
 
 #: Cluster-local identities live above the reserved range, as in Cilium.
 MIN_IDENTITY = 256

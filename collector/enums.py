@@ -187,11 +187,11 @@ TCP_FLAG_BITS: tuple[tuple[str, int], ...] = (
 )
 TCP_FLAG_BY_NAME: dict[str, int] = dict(TCP_FLAG_BITS)
 
-#: Cilium's reserved identities.
-IDENTITY_UNKNOWN = 0
-IDENTITY_HOST = 1
-IDENTITY_WORLD = 2
-RESERVED_IDENTITY_LABELS: dict[int, str] = {
-    IDENTITY_HOST: "reserved:host",
-    IDENTITY_WORLD: "reserved:world",
-}
+# Cilium's reserved identities belong to the datapath's identity module; re-exported here
+# so that the flow layer can name them without reaching further left than it needs to.
+from spyglass.bpf.identity import (  # noqa: E402
+    IDENTITY_HOST as IDENTITY_HOST,
+    IDENTITY_UNKNOWN as IDENTITY_UNKNOWN,
+    IDENTITY_WORLD as IDENTITY_WORLD,
+    RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS,
+)

@@ -15,7 +15,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spyglass.bpf.identity import IdentityAllocator, pod_labels
@@ -129,12 +129,13 @@ class Lab:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, on_wired: Callable[[list[LabPod]], None] | None = None) -> None:
         """Create netns, veths, addresses, routes; then start the containers.
 
         Networking for every pod comes first so a client never starts before
-        its server has an address. On any failure everything made so far is
-        torn down before the error propagates.
+        its server has an address. `on_wired` runs between the two, so that the
+        agent can attach the datapath and see the very first packets. On any
+        failure everything made so far is torn down before the error propagates.
         """
         if self._state is not None:
             raise LabError("this lab is already up")
@@ -153,6 +154,8 @@ class Lab:
             self._save()
             for i in range(len(self._pods)):
                 self._wire(i)
+            if on_wired is not None:
+                on_wired(self.pods)
             for i, pod in enumerate(self.manifest.pods):
                 self._start(i, pod)
             self._settle()
