@@ -1,0 +1,96 @@
+"""Typed shapes of the API's responses, so `/docs` shows what clients get.
+
+Flow bodies follow Hubble's flow JSON (see `collector.flow.Flow.to_dict`); the
+models name the fields people filter and print by and allow the rest, so a
+field added to the Flow contract shows up in responses without an API change.
+Responses with many flows are serialised directly (validating 65k flows per
+request would cost more than building them); the models document them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EndpointModel(BaseModel):
+    """One side of a flow (Hubble's `flow.Endpoint`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ID: int = 0
+    identity: int = 0
+    namespace: str | None = None
+    labels: list[str] | None = None
+    pod_name: str | None = None
+
+
+class FlowModel(BaseModel):
+    """A flow in Hubble's JSON shape; unlisted fields are passed through as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    time: str = Field(description="RFC3339 with nanoseconds, UTC")
+    uuid: str = ""
+    verdict: str = Field(description="FORWARDED, DROPPED, AUDIT, …")
+    drop_reason_desc: str | None = Field(None, description="e.g. POLICY_DENIED")
+    IP: dict[str, Any] = Field(default_factory=dict)
+    l4: dict[str, Any] = Field(default_factory=dict, description="{TCP|UDP|ICMPv4…: {...}}")
+    source: EndpointModel = Field(default_factory=EndpointModel)
+    destination: EndpointModel = Field(default_factory=EndpointModel)
+    Type: str = "L3_L4"
+    node_name: str = ""
+    event_type: dict[str, int] = Field(default_factory=dict)
+    traffic_direction: str = "TRAFFIC_DIRECTION_UNKNOWN"
+    trace_observation_point: str | None = None
+    is_reply: bool | None = None
+    Summary: str = ""
+
+
+class LostEventModel(BaseModel):
+    """Events that were lost, and where (Hubble's `LostEvent`)."""
+
+    source: str = Field(description="PERF_EVENT_RING_BUFFER, HUBBLE_RING_BUFFER, …")
+    num_events_lost: int
+    cpu: dict[str, int] | None = None
+
+
+class GetFlowsResponse(BaseModel):
+    """One event: exactly one of `flow` or `lost_events`, as in Hubble's observer API."""
+
+    flow: FlowModel | None = None
+    lost_events: LostEventModel | None = None
+    node_name: str
+    time: str
+
+
+class FlowsResponse(BaseModel):
+    """`GET /api/v1/flows`: events oldest first."""
+
+    flows: list[GetFlowsResponse]
+
+
+class StatusResponse(BaseModel):
+    """`GET /api/v1/status`: Hubble's ServerStatusResponse plus the agent's own counters."""
+
+    model_config = ConfigDict(extra="allow")
+
+    num_flows: int = Field(description="flows in the ring now")
+    max_flows: int = Field(description="ring capacity")
+    seen_flows: int = Field(description="flows written since start")
+    flows_rate: float = Field(description="flows per second, recent")
+    uptime_ns: int
+    node_name: str
+    version: str
+    lost_events: dict[str, int] = Field(
+        default_factory=dict, description="events lost so far, by source")
+    connected_clients: int = Field(0, description="live WebSocket streams")
+
+
+class ErrorResponse(BaseModel):
+    """Every error, whatever its cause: what is wrong and how to fix it."""
+
+    ok: Literal[False] = False
+    error: str
+    status: int

@@ -1,0 +1,134 @@
+"""`spyglass status`: Hubble's status text, and the raw JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from spyglass.api.app import create_app
+from spyglass.api.serve import serve_in_thread
+from spyglass.cli.main import main
+from spyglass.cli.status import format_status, format_uptime
+from spyglass.collector.flow import Flow
+from spyglass.collector.ring import FlowRing
+
+
+@pytest.mark.parametrize(("ns", "text"), [
+    pytest.param(0, "0s", id="zero"),
+    pytest.param(45_900_000_000, "45s", id="seconds"),
+    pytest.param(83_000_000_000, "1m23s", id="minutes"),
+    pytest.param(3_600_000_000_000, "1h0m0s", id="hours"),
+    pytest.param(273_906_000_000_000, "3d4h5m6s", id="days"),
+])
+def test_format_uptime(ns: int, text: str) -> None:
+    assert format_uptime(ns) == text
+
+
+BASE: dict[str, Any] = {"num_flows": 1234, "max_flows": 65535, "seen_flows": 9999,
+                        "flows_rate": 12.345, "uptime_ns": 83_000_000_000, "node_name": "n1",
+                        "version": "0.1.0", "lost_events": {}}
+
+
+@pytest.mark.parametrize(("extra", "text"), [
+    pytest.param({}, "Healthcheck (via http://h:1): Ok\n"
+                     "Current/Max Flows: 1,234/65,535 (1.88%)\n"
+                     "Flows/s: 12.35\n"
+                     "Lost events: none\n"
+                     "Node: n1   Uptime: 1m23s", id="healthy"),
+    pytest.param({"lost_events": {"PERF_EVENT_RING_BUFFER": 3, "STORE": 0,
+                                  "HUBBLE_RING_BUFFER": 1200}},
+                 "Healthcheck (via http://h:1): Ok\n"
+                 "Current/Max Flows: 1,234/65,535 (1.88%)\n"
+                 "Flows/s: 12.35\n"
+                 "Lost events:\n"
+                 "  HUBBLE_RING_BUFFER: 1,200\n"
+                 "  PERF_EVENT_RING_BUFFER: 3\n"
+                 "Node: n1   Uptime: 1m23s", id="lost-by-source"),
+    pytest.param({"num_flows": 0, "max_flows": 0}, "Healthcheck (via http://h:1): Ok\n"
+                 "Current/Max Flows: 0/0 (0.00%)\n"
+                 "Flows/s: 12.35\n"
+                 "Lost events: none\n"
+                 "Node: n1   Uptime: 1m23s", id="zero-capacity"),
+])
+def test_format_status(extra: dict[str, Any], text: str) -> None:
+    assert format_status("http://h:1", {**BASE, **extra}) == text
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.ring = FlowRing(1023)
+        self.ring.write_many([Flow(time_ns=i) for i in range(10)])
+        self.node_name = "node-a"
+
+    def status(self) -> dict[str, Any]:
+        return {"flows_rate": 2.5, "uptime_ns": 3_723_000_000_000,
+                "lost_events": {"PERF_EVENT_RING_BUFFER": 4}, "decode_errors": 1}
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with serve_in_thread(create_app(FakeSource())) as (_, base):
+        yield base
+
+
+def test_status_command(url: str) -> None:
+    result = CliRunner().invoke(main, ["status", "--server", url])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"Healthcheck (via {url}): Ok\n"
+        "Current/Max Flows: 10/1,023 (0.98%)\n"
+        "Flows/s: 2.50\n"
+        "Lost events:\n"
+        "  PERF_EVENT_RING_BUFFER: 4\n"
+        "Node: node-a   Uptime: 1h2m3s\n")
+
+
+def test_status_json(url: str) -> None:
+    result = CliRunner().invoke(main, ["status", "--server", url, "-o", "json"])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["num_flows"] == 10 and body["max_flows"] == 1023
+    assert body["lost_events"] == {"PERF_EVENT_RING_BUFFER": 4}
+    assert body["decode_errors"] == 1
+
+
+def test_status_unreachable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = f"http://127.0.0.1:{port}"
+    result = CliRunner().invoke(main, ["status", "--server", server])
+    assert result.exit_code == 1
+    assert result.stderr == (f"cannot reach the Spyglass API at {server}: is `spyglass up` "
+                             "running? (use --server to point elsewhere)\n")
+
+
+def test_status_of_something_that_is_not_spyglass(tmp_path: Any) -> None:
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        """A plain file server (404 for everything), silent so stderr holds only our line."""
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        server = f"http://127.0.0.1:{httpd.server_address[1]}"
+        result = CliRunner().invoke(main, ["status", "--server", server])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert result.exit_code == 1
+    assert result.stderr == (f"{server} does not look like a Spyglass API (got HTTP 404 that "
+                             "is not JSON): check --server\n")
