@@ -1,0 +1,251 @@
+"""The collector loop: perf rings -> decode -> enrich -> flow ring, on one thread.
+
+The loop is the ring's single writer. Everything up to enrichment stays in
+numpy; losses on the way (perf ring overruns, perf_submit failures counted in
+the kernel, samples that fail to decode, batches that fail to enrich) are
+counted and, where they are events the user expected to see, written into
+the ring as LostEvents so that nobody reading the stream mistakes a gap for
+silence.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from spyglass.collector.decoder import DecodedBatch, Decoder
+from spyglass.collector.enrich import Enricher
+from spyglass.collector.enums import LostEventSource
+from spyglass.collector.flow import Event, Flow
+from spyglass.collector.lost import LostTracker
+from spyglass.collector.perf import ReadBatch
+from spyglass.collector.ring import FlowRing
+
+log = logging.getLogger(__name__)
+
+#: The window over which flows/s is measured, as `hubble status` does.
+RATE_WINDOW_S = 10.0
+_RATE_STEP_S = 0.1
+#: At stop, read at most this many times more to drain the perf rings.
+_DRAIN_READS = 64
+
+
+class Reader(Protocol):
+    """What the loop needs from a PerfReader (tests use a fake)."""
+
+    def read(self, timeout_ms: int = 50) -> ReadBatch: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorStats:
+    """A snapshot for `status`, `/metrics` and the API."""
+
+    seen_flows: int
+    flows_rate: float
+    lost_events: dict[str, int]  # per source name, what the stream told or will tell
+    lost_by_cpu: dict[int, dict[str, int]]  # {"kernel_counted", "perf_reported"} per CPU
+    perf_kernel_counted: int
+    perf_reported: int
+    decode_errors: dict[str, int]
+    perf_malformed: int
+    getter_errors: int
+    failed_batches: int
+    reads: int
+    running: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seen_flows": self.seen_flows,
+            "flows_rate": self.flows_rate,
+            "lost_events": dict(self.lost_events),
+            "lost_by_cpu": {str(k): dict(v) for k, v in self.lost_by_cpu.items()},
+            "perf_kernel_counted": self.perf_kernel_counted,
+            "perf_reported": self.perf_reported,
+            "decode_errors": dict(self.decode_errors),
+            "perf_malformed": self.perf_malformed,
+            "getter_errors": self.getter_errors,
+            "failed_batches": self.failed_batches,
+            "reads": self.reads,
+            "running": self.running,
+            **self.extra,
+        }
+
+
+class Collector:
+    """Runs the loop on a daemon thread; `run_once` is the same step, for tests and tools."""
+
+    def __init__(self, reader: Reader, decoder: Decoder, enricher: Enricher, ring: FlowRing,
+                 *, submit_failures: Callable[[], list[int]] | None = None,
+                 poll_timeout_ms: int = 50, lost_interval_s: float = 1.0,
+                 counters_interval_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.reader = reader
+        self.decoder = decoder
+        self.enricher = enricher
+        self.ring = ring
+        self.submit_failures = submit_failures
+        self.poll_timeout_ms = poll_timeout_ms
+        self.counters_interval_s = counters_interval_s
+        self._clock = clock
+        self.lost = LostTracker(interval_s=lost_interval_s)
+        self.seen_flows = 0
+        self.reads = 0
+        self.perf_malformed = 0
+        self.failed_batches = 0
+        self._rate: collections.deque[tuple[float, int]] = collections.deque()
+        self._latest = (0.0, 0)
+        self._last_counters = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the counters that stats() reads
+        if submit_failures is not None:
+            self._poll_counters(force=True)  # the baseline: earlier losses are not ours
+
+    # -- one step ----------------------------------------------------------------
+
+    def run_once(self, timeout_ms: int | None = None) -> int:
+        """Read, decode, enrich and write one batch; returns the flows written."""
+        t = self.poll_timeout_ms if timeout_ms is None else timeout_ms
+        batch = self.reader.read(t)
+        return self._process(batch, force_lost=False)
+
+    def _process(self, batch: ReadBatch, *, force_lost: bool) -> int:
+        now = self._clock()
+        flows: list[Flow] = []
+        if len(batch.records):
+            try:
+                decoded: DecodedBatch = self.decoder.decode(batch.records, batch.cpu)
+                flows = self.enricher.enrich(decoded)
+            except Exception:
+                # Never let one bad batch stop the loop; say how many events it cost.
+                log.exception("failed to process a batch of %d events", len(batch.records))
+                with self._lock:
+                    self.failed_batches += 1
+                    self.lost.other(LostEventSource.UNKNOWN_LOST_EVENT_SOURCE,
+                                    len(batch.records))
+                flows = []
+        with self._lock:
+            self.reads += 1
+            self.perf_malformed += batch.malformed
+            self.lost.perf_lost(batch.lost_by_cpu)
+            self._poll_counters(force=force_lost, now=now)
+            lost = self.lost.due(now, time.time_ns(), force=force_lost)
+            self.seen_flows += len(flows)
+            self._latest = (now, self.seen_flows)
+            if not self._rate or now - self._rate[-1][0] >= _RATE_STEP_S:
+                self._rate.append(self._latest)
+            while len(self._rate) > 1 and now - self._rate[1][0] >= RATE_WINDOW_S:
+                self._rate.popleft()
+        if lost or flows:
+            out: list[Event] = [*lost, *flows] if lost else flows
+            self.ring.write_many(out)
+        return len(flows)
+
+    def _poll_counters(self, *, force: bool, now: float | None = None) -> None:
+        if self.submit_failures is None:
+            return
+        now = self._clock() if now is None else now
+        if not force and now - self._last_counters < self.counters_interval_s:
+            return
+        self._last_counters = now
+        try:
+            counters = self.submit_failures()
+        except Exception:
+            log.exception("reading the datapath's perf_submit failure counters failed")
+            return
+        self.lost.kernel_counters(counters)
+
+    # -- thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the collector is already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="spyglass-collector",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                # A reader failure (e.g. the reader was closed under us) ends the loop
+                # loudly rather than spinning on it.
+                log.exception("the collector loop stopped on an error")
+                return
+
+    def stop(self, timeout: float = 5.0, *, close_reader: bool = True) -> None:
+        """Stop the loop, drain what is left in the perf rings, tell all losses, close the reader.
+
+        Draining before closing matters: with batched wakeups up to a watermark
+        of events can be sitting in each ring when we are asked to stop.
+        """
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise RuntimeError(f"the collector thread did not stop within {timeout} s")
+            self._thread = None
+        for _ in range(_DRAIN_READS):
+            try:
+                batch = self.reader.read(0)
+            except Exception:
+                log.exception("draining the perf rings failed")
+                break
+            empty = not len(batch.records) and not batch.lost_by_cpu
+            self._process(batch, force_lost=empty)
+            if empty:
+                break
+        close = getattr(self.reader, "close", None)
+        if close_reader and callable(close):
+            close()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- status ------------------------------------------------------------------
+
+    def flows_rate(self) -> float:
+        with self._lock:
+            if not self._rate:
+                return 0.0
+            (t0, n0), (t1, n1) = self._rate[0], self._latest
+        # An idle collector still reads every poll timeout, so the window stays fresh.
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def stats(self) -> dict[str, Any]:
+        """JSON-ready status (what `status`, `/metrics` and the API merge in)."""
+        return self.snapshot().to_dict()
+
+    def snapshot(self) -> CollectorStats:
+        rate = self.flows_rate()
+        with self._lock:
+            return CollectorStats(
+                seen_flows=self.seen_flows,
+                flows_rate=rate,
+                lost_events=self.lost.by_source(),
+                lost_by_cpu=self.lost.by_cpu(),
+                perf_kernel_counted=self.lost.kernel_counted,
+                perf_reported=self.lost.perf_reported,
+                decode_errors={k.value: v for k, v in self.decoder.errors.items()},
+                perf_malformed=self.perf_malformed,
+                getter_errors=self.enricher.getter_errors,
+                failed_batches=self.failed_batches,
+                reads=self.reads,
+                running=self.running,
+            )
+
+
+def empty_read() -> ReadBatch:
+    """A read with nothing in it (for fakes)."""
+    return ReadBatch(cpu=np.empty(0, dtype=np.uint16))

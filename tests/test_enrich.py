@@ -1,0 +1,233 @@
+"""Enrichment: decoded columns become Flows with pods, identities and names."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from spyglass.collector.abi import (
+    EVENT_DROP,
+    EVENT_POLICY_VERDICT,
+    EVENT_TRACE,
+    F_AUDITED,
+    F_IPV6,
+    F_IS_REPLY,
+    F_REPLY_KNOWN,
+    F_XLATED,
+    pack_event,
+)
+from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
+from spyglass.collector.enrich import Enricher, UuidSource
+from spyglass.collector.enums import (
+    DropReason,
+    EventType,
+    ObservationPoint,
+    PolicyMatchType,
+    TraceReason,
+    TrafficDirection,
+    Verdict,
+)
+from spyglass.collector.flow import Endpoint, Flow, PolicyRef, Service, Workload
+from spyglass.collector.getters import EndpointInfo
+
+FRONTEND = EndpointInfo(
+    id=7, identity=1234, namespace="shop", pod_name="frontend-1",
+    labels=("k8s:app=frontend", "k8s:io.kubernetes.pod.namespace=shop"),
+    ips=("10.244.0.2",), ifname="lxc0002", workloads=(Workload("frontend"),))
+CART = EndpointInfo(
+    id=9, identity=5678, namespace="shop", pod_name="cart-0",
+    labels=("k8s:app=cart", "k8s:io.kubernetes.pod.namespace=shop"), ips=("10.244.0.3",))
+CIDR_LABELS = ("cidr:192.0.2.0/24", "reserved:world")
+
+
+@dataclass
+class FakeGetters:
+    """Endpoints, identities, interfaces, services and policies, counting every call."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+    fail: bool = False
+
+    def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.fail:
+            raise RuntimeError("getter backend is down")
+
+    def endpoint_by_ip(self, ip: str) -> EndpointInfo | None:
+        self._call("endpoint_by_ip")
+        return {e.ips[0]: e for e in (FRONTEND, CART)}.get(ip)
+
+    def endpoint_by_id(self, ep_id: int) -> EndpointInfo | None:
+        self._call("endpoint_by_id")
+        return {e.id: e for e in (FRONTEND, CART)}.get(ep_id)
+
+    def labels_of(self, identity: int) -> tuple[str, ...] | None:
+        self._call("labels_of")
+        return {16777217: CIDR_LABELS}.get(identity)
+
+    def ifname(self, ifindex: int) -> str:
+        self._call("ifname")
+        return {12: "lxc0002", 13: "lxc0003"}.get(ifindex, "")
+
+    def service_by_id(self, service_id: int) -> Service | None:
+        self._call("service_by_id")
+        return {3: Service("cart", "shop")}.get(service_id)
+
+    def service_by_addr(self, ip: str, port: int) -> Service | None:
+        self._call("service_by_addr")
+        return None
+
+    def policy_by_cookie(self, cookie: int) -> PolicyRef | None:
+        self._call("policy_by_cookie")
+        return {41: PolicyRef("allow-frontend", "shop"), 42: PolicyRef("deny-db", "shop")}.get(
+            cookie)
+
+
+def v4(text: str) -> bytes:
+    return socket.inet_aton(text)
+
+
+POD = dict(saddr=v4("10.244.0.2"), src_ep=7, src_identity=1234, ifindex=12, ts_ns=100)
+
+
+def batch(*events: bytes) -> DecodedBatch:
+    return Decoder(ClockOffset(1_000)).decode_bytes(b"".join(events))
+
+
+def enricher(g: FakeGetters) -> Enricher:
+    return Enricher(g, g, g, "node-a", services=g, policies=g, uuids=UuidSource(prefix=0xAB))
+
+
+def one(**fields: Any) -> Flow:
+    flows = enricher(FakeGetters()).enrich(batch(pack_event(**fields)))
+    assert len(flows) == 1
+    return flows[0]
+
+
+SRC = Endpoint(ID=7, identity=1234, namespace="shop", pod_name="frontend-1",
+               labels=FRONTEND.labels, workloads=(Workload("frontend"),))
+DST = Endpoint(ID=9, identity=5678, namespace="shop", pod_name="cart-0", labels=CART.labels)
+
+
+@pytest.mark.parametrize(("fields", "expect"), [
+    pytest.param(dict(POD, type=EVENT_TRACE, subtype=5, daddr=v4("10.244.0.3"), dst_ep=9,
+                      dst_identity=5678, proto=6, sport=35010, dport=8080, tcp_flags=0x02,
+                      reason=1, direction=2, flags=F_REPLY_KNOWN, agg_packets=3, agg_bytes=222),
+                 dict(time_ns=1_100, verdict=Verdict.FORWARDED, event_type=EventType.TRACE,
+                      observation_point=ObservationPoint.FROM_ENDPOINT,
+                      trace_reason=TraceReason.NEW, traffic_direction=TrafficDirection.EGRESS,
+                      source_ip="10.244.0.2", destination_ip="10.244.0.3", protocol=6,
+                      source_port=35010, destination_port=8080, tcp_flags=2, is_reply=False,
+                      source=SRC, destination=DST, node_name="node-a", interface_index=12,
+                      interface_name="lxc0002", packets=3, bytes=222),
+                 id="pod-to-pod"),
+    pytest.param(dict(POD, type=EVENT_TRACE, subtype=5, daddr=v4("8.8.8.8"), dst_identity=2,
+                      proto=17, sport=5353, dport=53, orig_len=80),
+                 dict(destination_ip="8.8.8.8", is_reply=None, packets=1, bytes=80,
+                      destination=Endpoint(identity=2, labels=("reserved:world",))),
+                 id="pod-to-world"),
+    pytest.param(dict(type=EVENT_TRACE, subtype=0, saddr=v4("192.0.2.9"), daddr=v4("10.244.0.2"),
+                      src_identity=16777217, dst_ep=7, dst_identity=1234, proto=6, dport=443,
+                      direction=1, reason=3, flags=F_REPLY_KNOWN | F_IS_REPLY),
+                 dict(is_reply=True, trace_reason=TraceReason.REPLY,
+                      observation_point=ObservationPoint.TO_ENDPOINT,
+                      traffic_direction=TrafficDirection.INGRESS,
+                      source=Endpoint(identity=16777217, labels=CIDR_LABELS), destination=SRC),
+                 id="reply-from-cidr-identity"),
+    pytest.param(dict(POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), proto=1,
+                      sport=(8 << 8) | 0),
+                 dict(protocol=1, icmp_type=8, icmp_code=0, source_port=0, destination_port=0,
+                      destination=DST),
+                 id="icmp-echo-request"),
+    pytest.param(dict(POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), proto=1,
+                      sport=(3 << 8) | 3),
+                 dict(icmp_type=3, icmp_code=3), id="icmp-port-unreachable"),
+    pytest.param(dict(POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), proto=17, sport=40000,
+                      dport=53, reason=2),
+                 dict(protocol=17, source_port=40000, destination_port=53,
+                      trace_reason=TraceReason.ESTABLISHED), id="udp"),
+    pytest.param(dict(POD, type=EVENT_DROP, subtype=133, daddr=v4("10.244.0.3"), proto=6,
+                      direction=2, policy_cookie=42),
+                 dict(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED,
+                      event_type=EventType.DROP, event_subtype=133,
+                      observation_point=ObservationPoint.UNKNOWN_POINT,
+                      egress_denied_by=(PolicyRef("deny-db", "shop"),)),
+                 id="policy-drop"),
+    pytest.param(dict(POD, type=EVENT_DROP, subtype=250, daddr=v4("10.244.0.3")),
+                 dict(verdict=Verdict.DROPPED, drop_reason=DropReason.DROP_REASON_UNKNOWN,
+                      event_subtype=250), id="drop-code-we-do-not-name"),
+    pytest.param(dict(POD, type=EVENT_POLICY_VERDICT, daddr=v4("10.244.0.3"), direction=1,
+                      match_type=2, verdict=0, policy_cookie=41),
+                 dict(verdict=Verdict.FORWARDED, policy_match_type=PolicyMatchType.L3_L4,
+                      ingress_allowed_by=(PolicyRef("allow-frontend", "shop"),)),
+                 id="policy-verdict-allowed"),
+    pytest.param(dict(POD, type=EVENT_POLICY_VERDICT, daddr=v4("10.244.0.3"), direction=1,
+                      match_type=4, verdict=1, policy_cookie=42),
+                 dict(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED,
+                      policy_match_type=PolicyMatchType.ALL,
+                      ingress_denied_by=(PolicyRef("deny-db", "shop"),)),
+                 id="policy-verdict-denied"),
+    pytest.param(dict(POD, type=EVENT_POLICY_VERDICT, daddr=v4("10.244.0.3"), direction=1,
+                      verdict=0, flags=F_AUDITED),
+                 dict(verdict=Verdict.AUDIT), id="policy-verdict-audited"),
+    pytest.param(dict(POD, type=EVENT_TRACE, subtype=5, daddr=v4("10.244.0.3"), dport=8080,
+                      proto=6, flags=F_XLATED, orig_daddr=v4("10.96.0.10"), orig_dport=80,
+                      service_id=3),
+                 dict(destination_ip="10.96.0.10", destination_port=80,
+                      destination_xlated_ip="10.244.0.3", destination_xlated_port=8080,
+                      destination_service=Service("cart", "shop"), destination=DST),
+                 id="service-translated"),
+    pytest.param(dict(type=EVENT_TRACE, flags=F_IPV6, src_identity=2,
+                      saddr=socket.inet_pton(socket.AF_INET6, "fd00::1"),
+                      daddr=socket.inet_pton(socket.AF_INET6, "2001:db8::2")),
+                 dict(ip_version=6, source_ip="fd00::1", destination_ip="2001:db8::2",
+                      source=Endpoint(identity=2, labels=("reserved:world",))),
+                 id="ipv6"),
+])
+def test_flow_fields(fields: dict[str, Any], expect: dict[str, Any]) -> None:
+    flow = one(**fields)
+    for name, want in expect.items():
+        assert getattr(flow, name) == want, name
+
+
+def test_lookups_are_made_once_per_distinct_value_in_a_batch() -> None:
+    g = FakeGetters()
+    ev = pack_event(**POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), dst_ep=9, dst_identity=5678)
+    world = pack_event(**POD, type=EVENT_TRACE, daddr=v4("1.1.1.1"), dst_identity=2)
+    flows = enricher(g).enrich(batch(*([ev] * 500 + [world] * 500)))
+    assert len(flows) == 1000
+    assert g.calls == Counter(endpoint_by_id=2, endpoint_by_ip=1, labels_of=1, ifname=1)
+    assert flows[0].source is flows[999].source  # shared, not rebuilt
+
+
+def test_a_failing_getter_is_a_counted_miss() -> None:
+    g = FakeGetters(fail=True)
+    e = enricher(g)
+    flows = e.enrich(batch(pack_event(**POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"))))
+    assert flows[0].source == Endpoint(ID=7, identity=1234)
+    assert flows[0].interface_name == ""
+    assert e.getter_errors == sum(g.calls.values()) > 0
+
+
+def test_uuids_are_unique_and_uuid_shaped() -> None:
+    flows = enricher(FakeGetters()).enrich(batch(*[pack_event(type=EVENT_TRACE)] * 3))
+    ids = [f.uuid for f in flows]
+    assert len(set(ids)) == 3
+    shape = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    assert all(shape.match(u) for u in ids)
+    assert ids[0] == "00000000-0000-00ab-0000-000000000001"
+    assert UuidSource().next() != UuidSource().next()  # random prefixes
+
+
+def test_flows_round_trip_through_json() -> None:
+    flow = one(**POD, type=EVENT_DROP, subtype=133, daddr=v4("10.244.0.3"), proto=6,
+               direction=2, policy_cookie=42)
+    assert Flow.from_dict(flow.to_dict()) == flow
+
+
+def test_empty_batch() -> None:
+    assert enricher(FakeGetters()).enrich(batch()) == []
