@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "up": "spyglass.cli.agent_cmds:up_cmd",
     "down": "spyglass.cli.agent_cmds:down_cmd",
     "doctor": "spyglass.cli.agent_cmds:doctor_cmd",
+    "lab": "spyglass.cli.lab_cmds:lab_group",
 }
 
 

@@ -1,0 +1,174 @@
+"""The agent behind `spyglass up`: the composition root that wires every layer.
+
+It is the one place that knows about all of them: the lab makes pods, the datapath
+is attached to their veths, the collector reads the datapath's perf rings into the
+ring, and the API serves the ring. Start order is chosen so that the first packets of
+the demo are already observed (datapath and collector before the pods' processes),
+and teardown runs in reverse, each step guarded so that one failure never leaves
+the rest of the host dirty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from rich.console import Console
+from spyglass.bpf.datapath import Datapath, DatapathEndpoint
+from spyglass.bpf.datapath import cleanup as bpf_cleanup
+from spyglass.collector.collector import Collector
+from spyglass.collector.decoder import Decoder
+from spyglass.collector.enrich import Enricher
+from spyglass.collector.perf import PerfReader
+from spyglass.collector.ring import FlowRing
+from spyglass.lab.lab import Lab
+from spyglass.lab.model import LabPod
+from spyglass.lab.state import teardown_from_state
+from spyglass.lab.manifest import load_manifest
+
+STATE_DIR = "/run/spyglass"
+PIN_DIR = "/sys/fs/bpf/spyglass"
+VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    manifest: str | None = None
+    demo: bool = False
+    host: str = "127.0.0.1"
+    port: int = 4245
+    aggregation: str = "medium"
+    interval_s: float = 5.0
+    ring_capacity: int = 65535
+    pod_cidr: str = "10.244.0.0/16"
+    node_name: str = field(default_factory=lambda: os.uname().nodename)
+    state_dir: str = STATE_DIR
+    pin_dir: str = PIN_DIR
+    prefix: str = "sg"
+    link_prefix: str = "lxc"
+
+
+def demo_manifest_path() -> str:
+    return str(resources.files("spyglass.lab").joinpath("manifests/demo.yaml"))
+
+
+class _LabInterfaces:
+    """InterfaceGetter over the lab's host-side veths."""
+
+    def __init__(self, pods: list[LabPod]) -> None:
+        self._names = {p.host_ifindex: p.host_ifname for p in pods}
+
+    def ifname(self, ifindex: int) -> str:
+        return self._names.get(ifindex, "")
+
+
+class Agent:
+    """Owns the lab, the datapath and the collector for one `up` run (the API's FlowSource)."""
+
+    def __init__(self, opts: AgentOptions) -> None:
+        self.opts = opts
+        self.node_name = opts.node_name
+        self.ring = FlowRing(opts.ring_capacity)  # validates the capacity before touching the host
+        self.started_ns = time.time_ns()
+        self.lab: Lab | None = None
+        self.datapath: Datapath | None = None
+        self.collector: Collector | None = None
+        self.timings: dict[str, float] = {}
+
+    def start(self, log: Callable[[str], None] = lambda s: None) -> None:
+        t0 = time.monotonic()
+        path = demo_manifest_path() if self.opts.demo else self.opts.manifest
+        assert path is not None
+        manifest = load_manifest(path)
+        self.lab = Lab(manifest, pod_cidr=self.opts.pod_cidr, prefix=self.opts.prefix,
+                       link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir)
+        log(f"compiling the datapath (aggregation {self.opts.aggregation})")
+        self.datapath = Datapath(pin_dir=self.opts.pin_dir, aggregation=self.opts.aggregation,
+                                 interval_s=self.opts.interval_s)
+        self.timings["compile_s"] = time.monotonic() - t0
+        log(f"creating {len(manifest.pods)} pods")
+        for warning in manifest.warnings:
+            log(f"[yellow]warning[/]: {warning}")
+        self.lab.up(on_wired=self._attach)
+        self.timings["ready_s"] = time.monotonic() - t0
+
+    def _attach(self, pods: list[LabPod]) -> None:
+        """Program endpoints, attach the datapath and start the collector, before any pod runs."""
+        assert self.datapath is not None and self.lab is not None
+        for pod in pods:
+            self.datapath.upsert_endpoint(DatapathEndpoint(
+                ifindex=pod.host_ifindex, ifname=pod.host_ifname, ep_id=pod.ep_id,
+                identity=pod.identity, ipv4=pod.ip))
+            self.datapath.attach(pod.host_ifindex)
+        enricher = Enricher(endpoints=self.lab, identities=self.lab,
+                            interfaces=_LabInterfaces(pods), node_name=self.node_name)
+        self.collector = Collector(PerfReader(self.datapath.events_map_fd), Decoder(), enricher,
+                                   self.ring, submit_failures=self.datapath.submit_failures)
+        self.collector.start()
+
+    def stop(self) -> list[str]:
+        """Tear down in reverse order; returns the errors met (teardown goes on past them)."""
+        errors: list[str] = []
+        steps: list[tuple[str, Callable[[], Any]]] = []
+        if self.collector is not None:
+            steps.append(("collector", self.collector.stop))
+        if self.datapath is not None:
+            steps.append(("datapath", self.datapath.close))
+        if self.lab is not None:
+            steps.append(("lab", self.lab.down))
+        for name, step in steps:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        self.collector = self.datapath = self.lab = None
+        return errors
+
+    def status(self) -> dict[str, Any]:
+        stats: dict[str, Any] = (self.collector.stats().to_dict()
+                                 if self.collector is not None else {})
+        stats["uptime_ns"] = time.time_ns() - self.started_ns
+        stats["version"] = VERSION
+        stats["pods"] = len(self.lab.pods) if self.lab is not None else 0
+        stats["monitor_aggregation"] = self.opts.aggregation
+        return stats
+
+
+def run_agent(opts: AgentOptions, console: Console) -> int:
+    """Run until SIGINT/SIGTERM; returns the process exit code."""
+    import uvicorn
+    from spyglass.api.app import create_app
+
+    agent = Agent(opts)
+    try:
+        agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
+        app = create_app(agent)
+        server = make_server(app, opts.host, opts.port)
+        url = f"http://{opts.host}:{opts.port}"
+        console.print(f"[bold green]spyglass is up[/] in {agent.timings['ready_s']:.1f}s: "
+                      f"{len(agent.lab.pods) if agent.lab else 0} pods, API at {url}")
+        console.print("  in another terminal: [bold].venv/bin/spyglass observe -f[/]   "
+                      "(Ctrl-C here tears everything down)")
+        server.run()  # installs its own SIGINT/SIGTERM handlers and returns on either
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        console.print("[dim]spyglass:[/] tearing down")
+        for err in agent.stop():
+            console.print(f"[red]teardown error[/]: {err}")
+
+
+def teardown_leftovers(state_dir: str = STATE_DIR, pin_dir: str = PIN_DIR,
+                       link_prefix: str = "lxc") -> list[str]:
+    """`spyglass down`: remove what a crashed or still-running `up` made, by the records it kept."""
+    removed: list[str] = []
+    with contextlib.suppress(FileNotFoundError):
+        removed += teardown_from_state(state_dir)
+    removed += bpf_cleanup(pin_dir, link_prefix)
+    return removed

@@ -1,0 +1,116 @@
+"""The node-side commands: `up`, `down` and `doctor`.
+
+These are the only commands that act on the host; every other command is a client
+of the API that `up` serves.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+from rich.console import Console
+from spyglass.cli import doctor as doc
+
+STYLE = {doc.OK: "green", doc.MISSING: "red", doc.WARN: "yellow"}
+
+
+def print_checks(console: Console, checks: list[doc.Check]) -> None:
+    console.print(f"Spyglass doctor (kernel {os.uname().release})")
+    for c in checks:
+        console.print(f"  [{STYLE[c.status]}]{c.status:<8}[/] {c.detail}", highlight=False)
+        if c.status != doc.OK and c.fix:
+            console.print(f"           fix: {c.fix}", highlight=False)
+
+
+@click.command("doctor")
+@click.option("--fix", is_flag=True, help="Apply the fixes that can be applied automatically.")
+def doctor_cmd(fix: bool) -> None:
+    """Check every requirement of the datapath and say how to fix what is missing."""
+    console = Console(highlight=False)
+    checks = doc.run_checks()
+    if fix:
+        for c in checks:
+            if c.status == doc.MISSING and c.fixer is not None:
+                console.print(f"fixing {c.name}: {c.fix}")
+                try:
+                    c.fixer()
+                except Exception as exc:  # report and go on to the next fix
+                    console.print(f"  [red]failed[/]: {exc}")
+        checks = doc.run_checks()
+    print_checks(console, checks)
+    if doc.blocking(checks):
+        sys.exit(1)
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT, e.g. 127.0.0.1:4245")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@click.command("up")
+@click.option("--demo", is_flag=True, help="Use the bundled demo manifest (a small shop app).")
+@click.option("--manifest", "manifest", type=click.Path(exists=True, dir_okay=False),
+              help="A multi-document YAML of Namespace/Pod objects.")
+@click.option("--listen", default="127.0.0.1:4245", show_default=True,
+              help="Address of the API.")
+@click.option("--monitor-aggregation", default="medium", show_default=True,
+              type=click.Choice(["none", "disabled", "lowest", "low", "medium", "max",
+                                 "maximum"]),
+              help="none reports every packet; the others report a connection when it is new, "
+                   "when its TCP flags gain a bit, when it closes, and every interval.")
+@click.option("--monitor-interval", default=5.0, show_default=True, type=float,
+              help="Seconds between reports of an active connection.")
+@click.option("--ring-capacity", default=65535, show_default=True, type=int,
+              help="Flows kept in memory; must be 2^n-1.")
+@click.option("--pod-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--node-name", default=None, help="Defaults to the host name.")
+@click.option("--state-dir", default="/run/spyglass", hidden=True,
+              help="Where the lab's records live (tests run their own).")
+@click.option("--pin-dir", default="/sys/fs/bpf/spyglass", hidden=True)
+@click.option("--prefix", default="sg", hidden=True, help="Name prefix of the lab's netns.")
+@click.option("--link-prefix", default="lxc", hidden=True, help="Name prefix of host veths.")
+def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: str,
+           monitor_interval: float, ring_capacity: int, pod_cidr: str,
+           node_name: str | None, state_dir: str, pin_dir: str, prefix: str,
+           link_prefix: str) -> None:
+    """Create the lab, attach the datapath, run the collector and serve the API until Ctrl-C."""
+    from spyglass.api.agent import AgentOptions, run_agent
+
+    if demo == bool(manifest):
+        raise click.UsageError("give exactly one of --demo or --manifest FILE")
+    host, port = _parse_listen(listen)
+    console = Console(stderr=True, highlight=False)
+    checks = doc.run_checks()
+    missing = doc.blocking(checks)
+    if missing:
+        print_checks(console, checks)
+        first = missing[0]
+        raise click.ClickException(f"{first.detail}: {first.fix or 'see above'}")
+    opts = AgentOptions(
+        manifest=manifest, demo=demo, host=host, port=port,
+        aggregation=monitor_aggregation, interval_s=monitor_interval,
+        ring_capacity=ring_capacity, pod_cidr=pod_cidr,
+        node_name=node_name or os.uname().nodename,
+        state_dir=state_dir, pin_dir=pin_dir, prefix=prefix, link_prefix=link_prefix,
+    )
+    sys.exit(run_agent(opts, console))
+
+
+@click.command("down")
+@click.option("--state-dir", default="/run/spyglass", hidden=True)
+@click.option("--pin-dir", default="/sys/fs/bpf/spyglass", hidden=True)
+@click.option("--link-prefix", default="lxc", hidden=True)
+def down_cmd(state_dir: str, pin_dir: str, link_prefix: str) -> None:
+    """Remove everything a `spyglass up` left behind (after a crash, or from another shell)."""
+    from spyglass.api.agent import teardown_leftovers
+
+    removed = teardown_leftovers(state_dir, pin_dir, link_prefix)
+    console = Console(highlight=False)
+    if not removed:
+        console.print("nothing of Spyglass was left on this host")
+    for item in removed:
+        console.print(f"removed {item}")
