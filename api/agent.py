@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,17 +21,19 @@ from importlib import resources
 from typing import Any
 
 from rich.console import Console
-from spyglass.bpf.datapath import Datapath, DatapathEndpoint
+
+from spyglass.bpf.datapath import Datapath, DatapathEndpoint, DatapathError
 from spyglass.bpf.datapath import cleanup as bpf_cleanup
 from spyglass.collector.collector import Collector
 from spyglass.collector.decoder import Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.perf import PerfReader
 from spyglass.collector.ring import FlowRing
+from spyglass.lab.errors import LabError
 from spyglass.lab.lab import Lab
+from spyglass.lab.manifest import load_manifest
 from spyglass.lab.model import LabPod
 from spyglass.lab.state import teardown_from_state
-from spyglass.lab.manifest import load_manifest
 
 STATE_DIR = "/run/spyglass"
 PIN_DIR = "/sys/fs/bpf/spyglass"
@@ -130,7 +134,7 @@ class Agent:
         return errors
 
     def status(self) -> dict[str, Any]:
-        stats: dict[str, Any] = (self.collector.stats().to_dict()
+        stats: dict[str, Any] = (self.collector.stats()
                                  if self.collector is not None else {})
         stats["uptime_ns"] = time.time_ns() - self.started_ns
         stats["version"] = VERSION
@@ -141,10 +145,13 @@ class Agent:
 
 def run_agent(opts: AgentOptions, console: Console) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
-    import uvicorn
     from spyglass.api.app import create_app
+    from spyglass.api.serve import make_server
 
+    _check_listen(opts.host, opts.port)
     agent = Agent(opts)
+    # Until uvicorn installs its own handlers, SIGTERM must unwind through `finally` too.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
         app = create_app(agent)
@@ -158,10 +165,34 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except (LabError, DatapathError, ValueError) as exc:
+        console.print(f"[red]error[/]: {exc}")
+        return 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
         console.print("[dim]spyglass:[/] tearing down")
         for err in agent.stop():
             console.print(f"[red]teardown error[/]: {err}")
+
+
+class ListenError(RuntimeError):
+    """The API's address cannot be bound: said before anything is created on the host."""
+
+
+def _check_listen(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise ListenError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): is another `spyglass up` "
+                f"running? Stop it, or choose another address with --listen") from None
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def teardown_leftovers(state_dir: str = STATE_DIR, pin_dir: str = PIN_DIR,

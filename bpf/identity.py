@@ -24,7 +24,7 @@ RESERVED_IDENTITY_LABELS: dict[int, str] = {
 
 #: Cluster-local identities live above the reserved range, as in Cilium.
 MIN_IDENTITY = 256
-MAX_IDENTITY = (1 << 24) - 1
+MAX_IDENTITY = 65535  # cluster-local range of a single cluster, as in Cilium
 NAMESPACE_LABEL = "k8s:io.kubernetes.pod.namespace"
 
 

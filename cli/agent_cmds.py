@@ -11,6 +11,7 @@ import sys
 
 import click
 from rich.console import Console
+
 from spyglass.cli import doctor as doc
 
 STYLE = {doc.OK: "green", doc.MISSING: "red", doc.WARN: "yellow"}
@@ -78,7 +79,7 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
            node_name: str | None, state_dir: str, pin_dir: str, prefix: str,
            link_prefix: str) -> None:
     """Create the lab, attach the datapath, run the collector and serve the API until Ctrl-C."""
-    from spyglass.api.agent import AgentOptions, run_agent
+    from spyglass.api.agent import AgentOptions, ListenError, run_agent
 
     if demo == bool(manifest):
         raise click.UsageError("give exactly one of --demo or --manifest FILE")
@@ -97,7 +98,11 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
         node_name=node_name or os.uname().nodename,
         state_dir=state_dir, pin_dir=pin_dir, prefix=prefix, link_prefix=link_prefix,
     )
-    sys.exit(run_agent(opts, console))
+    try:
+        code = run_agent(opts, console)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
 
 
 @click.command("down")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+
 from spyglass.cli.client import DEFAULT_SERVER, SERVER_ENV, ApiClient, CliError
 from spyglass.cli.printer import COLOR_MODES, OUTPUTS, TIME_FORMATS, Printer
 from spyglass.collector.filters import (

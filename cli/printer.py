@@ -16,6 +16,7 @@ from typing import Literal
 
 from rich.console import Console
 from rich.text import Text
+
 from spyglass.collector.enums import (
     POLICY_MATCH_TEXT,
     TRACE_SUBTYPE_TO_POINT,

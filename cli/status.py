@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import click
+
 from spyglass.cli.client import DEFAULT_SERVER, SERVER_ENV, ApiClient
 
 

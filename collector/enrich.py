@@ -136,6 +136,7 @@ _VERDICT_T = _table({0: Verdict.FORWARDED, 1: Verdict.DROPPED}, Verdict.FORWARDE
 #: flags -> is_reply: None unless the datapath knew.
 _IS_REPLY_T = _table({f: (bool(f & F_IS_REPLY) if f & F_REPLY_KNOWN else None)
                       for f in range(256)}, None)
+_REPLY_BITS = F_IS_REPLY | F_REPLY_KNOWN
 _MAX_ROWS = 1 << 23  # what the packed endpoint key has room for
 _UNKNOWN_CODE = 255  # a u8 code that maps to each table's default
 
@@ -246,6 +247,11 @@ class Enricher:
         packets = np.where(aggregated, b.agg_packets, np.uint32(1)).tolist()
         nbytes = np.where(aggregated, b.agg_bytes, b.orig_len).tolist()
         extras: list[dict[str, Any]] = [_NO_KW] * n
+        # The datapath reports the direction of the packet at its hook; Hubble reports the
+        # direction of the connection as the local endpoint sees it, so a reply flips.
+        replied = ((b.flags & _REPLY_BITS) == _REPLY_BITS) & (b.type == EVENT_TRACE)
+        directions = np.where(replied & (b.direction >= 1) & (b.direction <= 2),
+                              3 - b.direction, b.direction)
 
         rare = np.flatnonzero((b.type == EVENT_POLICY_VERDICT) | (b.policy_cookie != 0)
                               | ((b.flags & F_XLATED) != 0) | (b.service_id != 0))
@@ -266,7 +272,7 @@ class Enricher:
                  extra) in zip(
                 b.time_ns.tolist(), self.uuids.take(n), verdicts, drops,
                 _EVENT_TYPE_T[b.type].tolist(), b.subtype.tolist(), points, reasons,
-                _DIRECTION_T[b.direction].tolist(), b.is_ipv6.tolist(), src_ips, dst_ips,
+                _DIRECTION_T[directions].tolist(), b.is_ipv6.tolist(), src_ips, dst_ips,
                 b.proto.tolist(), sports, dports, b.tcp_flags.tolist(), itypes, icodes,
                 src, dst, _IS_REPLY_T[b.flags].tolist(), b.ifindex.tolist(), ifnames,
                 packets, nbytes, extras, strict=True)

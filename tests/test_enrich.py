@@ -133,9 +133,11 @@ DST = Endpoint(ID=9, identity=5678, namespace="shop", pod_name="cart-0", labels=
     pytest.param(dict(type=EVENT_TRACE, subtype=0, saddr=v4("192.0.2.9"), daddr=v4("10.244.0.2"),
                       src_identity=16777217, dst_ep=7, dst_identity=1234, proto=6, dport=443,
                       direction=1, reason=3, flags=F_REPLY_KNOWN | F_IS_REPLY),
+                 # a reply entering the pod belongs to a connection the pod opened:
+                 # Hubble calls that EGRESS (the hook's own direction, flipped)
                  dict(is_reply=True, trace_reason=TraceReason.REPLY,
                       observation_point=ObservationPoint.TO_ENDPOINT,
-                      traffic_direction=TrafficDirection.INGRESS,
+                      traffic_direction=TrafficDirection.EGRESS,
                       source=Endpoint(identity=16777217, labels=CIDR_LABELS), destination=SRC),
                  id="reply-from-cidr-identity"),
     pytest.param(dict(POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), proto=1,
