@@ -149,6 +149,7 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     from spyglass.api.serve import make_server
 
     _check_listen(opts.host, opts.port)
+    owner = os.getpid()
     agent = Agent(opts)
     # Until uvicorn installs its own handlers, SIGTERM must unwind through `finally` too.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -169,6 +170,8 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         console.print(f"[red]error[/]: {exc}")
         return 1
     finally:
+        if os.getpid() != owner:  # never tear down from a forked helper
+            os._exit(1)
         signal.signal(signal.SIGTERM, previous)
         console.print("[dim]spyglass:[/] tearing down")
         for err in agent.stop():
@@ -193,6 +196,20 @@ def _check_listen(host: str, port: int) -> None:
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _default_signals_in_child() -> None:
+    """Forked helpers (pyroute2 forks to enter namespaces) must die on a signal, not unwind.
+
+    A child of os.fork() inherits our handlers and our Python stack: SIGTERM or Ctrl-C
+    there would raise KeyboardInterrupt and run the agent's `finally`, tearing the lab
+    down from inside a helper while the agent is still building it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_signals_in_child)
 
 
 def teardown_leftovers(state_dir: str = STATE_DIR, pin_dir: str = PIN_DIR,

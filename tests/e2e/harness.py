@@ -1,0 +1,178 @@
+"""Harness for end-to-end tests: a real `spyglass up`, and the proof that it leaves nothing.
+
+Each run uses its own netns prefix, link prefix, pod CIDR, state dir, pin dir and port,
+so it can never touch a demo or another test's resources. The finaliser stops `up` with
+SIGINT (as a user's Ctrl-C), then asserts that every netns, link, pinned map and process
+it made is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SPYGLASS = str(Path(sys.executable).with_name("spyglass"))
+PY = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def manifest_text() -> str:
+    server = ["/usr/bin/python3", str(HERE / "echo_server.py")]
+    return textwrap.dedent(f"""\
+        apiVersion: v1
+        kind: Namespace
+        metadata: {{name: e2e-a, labels: {{team: a}}}}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {{name: e2e-b}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: client-0, namespace: e2e-a, labels: {{app: client}}}}
+        spec: {{containers: [{{name: idle, command: [sleep, infinity]}}]}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: server-0, namespace: e2e-a, labels: {{app: server, tier: api}}}}
+        spec: {{containers: [{{name: echo, command: {json.dumps(server)}}}]}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: server-1, namespace: e2e-b, labels: {{app: server, tier: db}}}}
+        spec: {{containers: [{{name: echo, command: {json.dumps(server)}}}]}}
+        """)
+
+
+@dataclass
+class Up:
+    """A running `spyglass up` and the names it was told to use."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    state_dir: str
+    pin_dir: str
+    prefix: str
+    log: Path
+    started: float
+    ready_after_s: float = 0.0
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([SPYGLASS, *args], capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def lab(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("lab", args[0], "--state-dir", self.state_dir, *args[1:])
+
+    def pods(self) -> dict[str, dict[str, Any]]:
+        out = self.lab("ls", "-o", "json")
+        assert out.returncode == 0, out.stderr
+        return {f"{p['namespace']}/{p['name']}": p for p in json.loads(out.stdout)}
+
+    def client(self, *args: str) -> dict[str, Any]:
+        """Run tests/e2e/client.py in e2e-a/client-0; returns what it printed."""
+        done = self.lab("exec", "e2e-a/client-0", "--", PY, str(HERE / "client.py"), *args)
+        assert done.returncode == 0, f"client failed: {done.stderr}"
+        return dict(json.loads(done.stdout))
+
+    def flows(self, *filters: str, last: int = 5000) -> list[dict[str, Any]]:
+        out = self.cli("observe", "--server", self.url, "--last", str(last), "-o", "json",
+                       *filters)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line)["flow"] for line in out.stdout.splitlines()
+                if '"flow"' in line[:10]]
+
+    def wait_flows(self, pred: Callable[[list[dict[str, Any]]], bool], *filters: str,
+                   timeout: float = 10.0, last: int = 5000) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.flows(*filters, last=last)
+            if pred(got) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.3)
+
+
+def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
+    left = []
+    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    left += [f"netns {n}" for n in netns if n.startswith(up.prefix + "-")]
+    left += [f"link {n}" for n in links if os.path.exists(f"/sys/class/net/{n}")]
+    if os.path.exists(up.pin_dir):
+        left.append(f"pins {up.pin_dir}: {os.listdir(up.pin_dir)}")
+    left += [f"process {pid}" for pid in pids if os.path.exists(f"/proc/{pid}")]
+    if os.path.exists(os.path.join(up.state_dir, "lab.json")):
+        left.append("state file")
+    return left
+
+
+def start_up(tmp: Path, name: str, aggregation: str = "medium") -> Up:
+    port = free_port()
+    manifest = tmp / "manifest.yaml"
+    manifest.write_text(manifest_text())
+    state_dir = str(tmp / "state")
+    up = Up(proc=None, url=f"http://127.0.0.1:{port}", state_dir=state_dir,  # type: ignore[arg-type]
+            pin_dir=f"/sys/fs/bpf/spyglass-{name}-{os.getpid()}", prefix=name,
+            log=tmp / "up.log", started=time.monotonic())
+    with up.log.open("wb") as log:
+        up.proc = subprocess.Popen(
+            [SPYGLASS, "up", "--manifest", str(manifest), "--listen", f"127.0.0.1:{port}",
+             "--monitor-aggregation", aggregation, "--state-dir", state_dir,
+             "--pin-dir", up.pin_dir, "--prefix", name, "--link-prefix", name,
+             "--pod-cidr", "10.198.7.0/24", "--node-name", "e2e-node"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if up.proc.poll() is not None:
+            pytest.fail(f"spyglass up exited with {up.proc.returncode}:\n{up.log.read_text()}")
+        try:
+            if httpx.get(up.url + "/api/v1/status", timeout=1).status_code == 200:
+                up.ready_after_s = time.monotonic() - up.started
+                return up
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_up(up)
+    pytest.fail(f"spyglass up did not serve the API within 90 s:\n{up.log.read_text()}")
+
+
+def stop_up(up: Up) -> None:
+    """Ctrl-C, then check nothing of ours is left; clean up by name if it is."""
+    state = {}
+    state_file = os.path.join(up.state_dir, "lab.json")
+    if os.path.exists(state_file):
+        with open(state_file) as f:
+            state = json.load(f)
+    links = [p["host_ifname"] for p in state.get("pods", ())]
+    pids = [pr["pid"] for p in state.get("pods", ()) for pr in p.get("processes", ())]
+    pids.append(up.proc.pid)
+    if up.proc.poll() is None:
+        up.proc.send_signal(signal.SIGINT)
+        try:
+            up.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            up.proc.kill()
+            up.proc.wait()
+    left = _ours_left(up, links, pids)
+    if left:  # clean up anyway, then fail: the test must never leave the host dirty
+        subprocess.run([SPYGLASS, "down", "--state-dir", up.state_dir, "--pin-dir", up.pin_dir,
+                        "--link-prefix", up.prefix], check=False)
+        pytest.fail(f"`spyglass up` left behind after Ctrl-C: {left}\n{up.log.read_text()}")
