@@ -160,8 +160,8 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         url = f"http://{opts.host}:{opts.port}"
         console.print(f"[bold green]spyglass is up[/] in {agent.timings['ready_s']:.1f}s: "
                       f"{len(agent.lab.pods) if agent.lab else 0} pods, API at {url}")
-        console.print("  in another terminal: [bold].venv/bin/spyglass observe -f[/]   "
-                      "(Ctrl-C here tears everything down)")
+        console.print("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
+        console.print("  stop:         Ctrl-C here (tears everything down)")
         server.run()  # installs its own SIGINT/SIGTERM handlers and returns on either
         return 0
     except KeyboardInterrupt:

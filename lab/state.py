@@ -11,6 +11,7 @@ be run any number of times.
 from __future__ import annotations
 
 import json
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -120,6 +121,18 @@ def teardown(state: dict[str, Any], state_dir: str, *, grace: float = 3.0,
         done.append(f"removed {state_path(state_dir)}")
     except FileNotFoundError:
         pass
+    # Pod logs go with a clean teardown: nothing of ours stays on the host. (A pod that
+    # fails at start has its log tail shown by `up` before this runs.)
+    logs = os.path.join(state_dir, "lab")
+    if os.path.isdir(logs):
+        for name in os.listdir(logs):
+            if name.endswith(".log"):
+                os.unlink(os.path.join(logs, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(logs)
+            done.append(f"removed {logs}")
+    with contextlib.suppress(OSError):
+        os.rmdir(state_dir)  # only when empty: the dir may be the user's
     return done
 
 

@@ -121,6 +121,8 @@ def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
     left += [f"process {pid}" for pid in pids if os.path.exists(f"/proc/{pid}")]
     if os.path.exists(os.path.join(up.state_dir, "lab.json")):
         left.append("state file")
+    if os.path.exists(os.path.join(up.state_dir, "lab")):
+        left.append("pod logs")
     return left
 
 
