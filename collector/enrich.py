@@ -289,7 +289,7 @@ class Enricher:
         orig_ips: list[str] | None = None
         if ((b.flags & F_XLATED) != 0).any():
             orig_ips = ip_strings(b.orig_daddr, ip4_column(b.orig_daddr), b.is_ipv6)
-        pol_cache: dict[int, PolicyRef | None] = {}
+        pol_cache: dict[int, tuple[PolicyRef, ...]] = {}
         svc_cache: dict[tuple[int, str, int], Service | None] = {}
         for i in rows.tolist():
             etype, flags = int(b.type[i]), int(b.flags[i])
@@ -298,7 +298,7 @@ class Enricher:
             if etype == EVENT_POLICY_VERDICT or cookie:
                 tdir = _DIRECTION_T[b.direction[i]]
                 verdicts[i], drops[i], pkw = self._policy(
-                    etype, verdicts[i], drops[i], flags, int(b.policy_verdict[i]),
+                    etype, int(b.subtype[i]), verdicts[i], drops[i], flags, int(b.policy_verdict[i]),
                     int(b.match_type[i]), cookie, tdir, pol_cache)
                 kw.update(pkw)
             if flags & F_XLATED or service_id:
@@ -332,9 +332,9 @@ class Enricher:
             kw["destination_service"] = cache[key]
         return dst_ip, dst_port, kw
 
-    def _policy(self, etype: int, verdict: Verdict, drop_reason: DropReason, flags: int,
-                pverdict: int, match: int, cookie: int, tdir: TrafficDirection,
-                cache: dict[int, PolicyRef | None],
+    def _policy(self, etype: int, subtype: int, verdict: Verdict, drop_reason: DropReason,
+                flags: int, pverdict: int, match: int, cookie: int, tdir: TrafficDirection,
+                cache: dict[int, tuple[PolicyRef, ...]],
                 ) -> tuple[Verdict, DropReason, dict[str, Any]]:
         """The seam for policy verdicts: verdict, match type and which policy decided.
 
@@ -351,14 +351,16 @@ class Enricher:
                 verdict = Verdict.AUDIT
             elif pverdict == POLICY_DENIED:
                 verdict, denied = Verdict.DROPPED, True
-                drop_reason = DropReason.POLICY_DENIED
+                # the datapath puts the drop reason in the subtype: 181 for a deny rule
+                drop_reason = (DropReason.POLICY_DENY if subtype == DropReason.POLICY_DENY
+                               else DropReason.POLICY_DENIED)
             else:
                 verdict = Verdict.FORWARDED
         if cookie:
             if cookie not in cache:
-                cache[cookie] = self._ask(self.policies.policy_by_cookie, cookie)
-            ref = cache[cookie]
-            if ref is not None and tdir != TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN:
+                cache[cookie] = self._ask(self.policies.policies_by_cookie, cookie) or ()
+            refs = cache[cookie]
+            if refs and tdir != TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN:
                 side = "ingress" if tdir == TrafficDirection.INGRESS else "egress"
-                kw[f"{side}_{'denied' if denied else 'allowed'}_by"] = (ref,)
+                kw[f"{side}_{'denied' if denied else 'allowed'}_by"] = refs
         return verdict, drop_reason, kw

@@ -42,7 +42,9 @@ class ServiceGetter(Protocol):
 
 
 class PolicyGetter(Protocol):
-    def policy_by_cookie(self, cookie: int) -> PolicyRef | None: ...
+    """A cookie names a rule, or (for default deny) every policy that selects the endpoint."""
+
+    def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]: ...
 
 
 class InterfaceGetter(Protocol):
@@ -67,8 +69,8 @@ class NoopGetter:
     def service_by_id(self, service_id: int) -> Service | None:
         return None
 
-    def policy_by_cookie(self, cookie: int) -> PolicyRef | None:
-        return None
+    def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]:
+        return ()
 
     def ifname(self, ifindex: int) -> str:
         return ""

@@ -81,10 +81,11 @@ class FakeGetters:
         self._call("service_by_addr")
         return None
 
-    def policy_by_cookie(self, cookie: int) -> PolicyRef | None:
-        self._call("policy_by_cookie")
-        return {41: PolicyRef("allow-frontend", "shop"), 42: PolicyRef("deny-db", "shop")}.get(
-            cookie)
+    def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]:
+        self._call("policies_by_cookie")
+        return {41: (PolicyRef("allow-frontend", "shop"),), 42: (PolicyRef("deny-db", "shop"),),
+                43: (PolicyRef("db-ingress", "shop"), PolicyRef("db-audit", "shop"))}.get(
+            cookie, ())
 
 
 def v4(text: str) -> bytes:
@@ -173,6 +174,17 @@ DST = Endpoint(ID=9, identity=5678, namespace="shop", pod_name="cart-0", labels=
                       policy_match_type=PolicyMatchType.ALL,
                       ingress_denied_by=(PolicyRef("deny-db", "shop"),)),
                  id="policy-verdict-denied"),
+    pytest.param(dict(POD, type=EVENT_POLICY_VERDICT, subtype=181, daddr=v4("10.244.0.3"),
+                      direction=2, match_type=2, verdict=1, policy_cookie=42),
+                 dict(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENY,
+                      egress_denied_by=(PolicyRef("deny-db", "shop"),)),
+                 id="policy-verdict-denied-by-deny-rule"),
+    pytest.param(dict(POD, type=EVENT_DROP, subtype=133, daddr=v4("10.244.0.3"), proto=6,
+                      direction=1, policy_cookie=43),
+                 dict(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED,
+                      ingress_denied_by=(PolicyRef("db-ingress", "shop"),
+                                         PolicyRef("db-audit", "shop"))),
+                 id="default-deny-names-the-selecting-policies"),
     pytest.param(dict(POD, type=EVENT_POLICY_VERDICT, daddr=v4("10.244.0.3"), direction=1,
                       verdict=0, flags=F_AUDITED),
                  dict(verdict=Verdict.AUDIT), id="policy-verdict-audited"),
