@@ -1,0 +1,225 @@
+"""Policies x identities -> the identity-keyed tables the datapath loads (types.py).
+
+Why a compiler and not an evaluator: the datapath can only do map lookups, so every
+selector is resolved here, once per change, into (local identity, direction, remote
+identity, proto/port prefix) entries. `explain` reads the very same tables.
+
+Stable choices, so that a recompile after an unrelated change touches few map entries:
+- cookies are a hash of what they name (kind/namespace/name/direction/index/deny, or the
+  set of selecting policies), probed on a clash, and taken from `previous` when present;
+- CIDR identities keep their number from `previous`; new CIDRs get numbers above all
+  numbers in use;
+- when several rules give the same key, the first rule in a fixed order wins the cookie
+  (policies by kind, namespace, name; rules by index), separately for allow and deny.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+
+from spyglass.bpf.identity import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_IDENTITY_LABELS
+from spyglass.bpf.policy.model import CIDRPeer, EntityPeer, Policy, Rule, SelectorPeer
+from spyglass.bpf.policy.ports import ANY_PORT_PREFIX, NamedPorts, PortPrefix, port_prefixes
+from spyglass.bpf.policy.selectors import NAMESPACE_KEY
+from spyglass.bpf.policy.types import (
+    ANY_IDENTITY,
+    CIDR_IDENTITY_BASE,
+    CompiledPolicy,
+    Direction,
+    PolicyKey,
+    RuleRef,
+)
+
+_NS_PREFIX = f"k8s:{NAMESPACE_KEY}="
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def pod_namespace(labels: Iterable[str]) -> str | None:
+    """The namespace an identity's labels name, or None for reserved/CIDR identities."""
+    for label in labels:
+        if label.startswith(_NS_PREFIX):
+            return label[len(_NS_PREFIX):]
+    return None
+
+
+class _Cookies:
+    """u32 cookies, never 0, stable: reused from `previous`, else a hash probed on clash."""
+
+    def __init__(self, previous: CompiledPolicy | None) -> None:
+        self.by_refs: dict[tuple[RuleRef, ...], int] = {}
+        self.out: dict[int, tuple[RuleRef, ...]] = {}
+        self._previous = {refs: c for c, refs in previous.cookies.items()} if previous else {}
+        self._reserved = set(previous.cookies) if previous else set()
+
+    def get(self, refs: tuple[RuleRef, ...]) -> int:
+        found = self.by_refs.get(refs)
+        if found is not None:
+            return found
+        cookie = self._previous.get(refs)
+        if cookie is None or cookie in self.out:
+            digest = hashlib.sha256(repr(refs).encode()).digest()
+            cookie = int.from_bytes(digest[:4], "big") or 1
+            while cookie in self.out or cookie in self._reserved:
+                cookie = cookie % 0xFFFFFFFF + 1  # 1..2^32-1, skipping 0
+        self.by_refs[refs] = cookie
+        self.out[cookie] = refs
+        return cookie
+
+
+def _cidr_identities(policies: Sequence[Policy],
+                     previous: CompiledPolicy | None) -> dict[str, int]:
+    wanted: set[str] = set()
+    for pol in policies:
+        for rule in _all_rules(pol):
+            for peer in rule.peers or ():
+                if isinstance(peer, CIDRPeer):
+                    wanted.add(peer.cidr)
+                    wanted.update(peer.excepts)
+    old = previous.cidr_identities if previous else {}
+    out = {c: old[c] for c in wanted if c in old}
+    next_id = max([CIDR_IDENTITY_BASE - 1, *old.values(), *out.values()]) + 1
+    for c in sorted(wanted - out.keys()):
+        out[c] = next_id
+        next_id += 1
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
+def _all_rules(pol: Policy) -> Iterable[Rule]:
+    for spec in pol.specs:
+        yield from spec.ingress
+        yield from spec.egress
+        yield from spec.ingress_deny
+        yield from spec.egress_deny
+
+
+class _Compiler:
+    def __init__(self, identities: Mapping[int, Sequence[str]], cidrs: dict[str, int],
+                 named: NamedPorts) -> None:
+        self.labels = {int(i): tuple(sorted(ls)) for i, ls in identities.items()}
+        for num, label in RESERVED_IDENTITY_LABELS.items():
+            self.labels.setdefault(num, (label,))
+        self.pods = sorted(i for i, ls in self.labels.items() if pod_namespace(ls) is not None)
+        self.cidrs = {c: (ipaddress.ip_network(c), num) for c, num in cidrs.items()}
+        for c, num in cidrs.items():
+            self.labels[num] = (f"cidr:{c}", RESERVED_IDENTITY_LABELS[IDENTITY_WORLD])
+        self.named = named
+        self._peer_cache: dict[object, frozenset[int]] = {}
+
+    def peer_ids(self, peers: tuple[object, ...] | None) -> frozenset[int]:
+        """Remote identities a rule's peers cover; {ANY_IDENTITY} when it covers all."""
+        if peers is None:
+            return frozenset({ANY_IDENTITY})
+        out: set[int] = set()
+        for peer in peers:
+            found = self._peer_cache.get(peer)
+            if found is None:
+                found = self._peer_cache[peer] = self._one_peer(peer)
+            out |= found
+        return frozenset({ANY_IDENTITY}) if ANY_IDENTITY in out else frozenset(out)
+
+    def _one_peer(self, peer: object) -> frozenset[int]:
+        if isinstance(peer, SelectorPeer):
+            return frozenset(i for i, ls in self.labels.items() if peer.selector.matches(ls))
+        if isinstance(peer, CIDRPeer):
+            net, num = self.cidrs[peer.cidr]
+            excepts = [self.cidrs[e][0] for e in peer.excepts]
+            out = {num}
+            for other, onum in self.cidrs.values():
+                if _inside(other, net) and not any(_inside(other, e) or other == e
+                                                   for e in excepts):
+                    out.add(onum)
+            return frozenset(out)
+        assert isinstance(peer, EntityPeer)
+        if peer.entity == "all":
+            return frozenset({ANY_IDENTITY})
+        if peer.entity == "host":
+            return frozenset({IDENTITY_HOST})
+        if peer.entity == "world":
+            return frozenset({IDENTITY_WORLD, *(num for _, num in self.cidrs.values())})
+        return frozenset({IDENTITY_HOST, *self.pods})  # cluster
+
+    def keys(self, rule: Rule, local: int, direction: Direction) -> Iterable[PolicyKey]:
+        remotes = self.peer_ids(rule.peers)
+        if rule.ports is None:
+            for r in sorted(remotes):
+                yield PolicyKey(local, direction, r, *ANY_PORT_PREFIX)
+            return
+        numeric = [p for p in rule.ports if p.name is None]
+        named = [p for p in rule.ports if p.name is not None]
+        prefixes: list[PortPrefix] = [x for p in numeric for x in port_prefixes(p, None, {})]
+        if direction is Direction.INGRESS:
+            # Names resolve against the destination: here, the local endpoint.
+            prefixes += [x for p in named for x in port_prefixes(p, local, self.named)]
+            named = []
+        for r in sorted(remotes):
+            for proto, port, bits in prefixes:
+                yield PolicyKey(local, direction, r, proto, port, bits)
+        if named:
+            # Egress: names resolve against each destination identity, so the entries
+            # name that identity even when the rule covers every peer.
+            targets = self.named.keys() if ANY_IDENTITY in remotes else remotes
+            for r in sorted(t for t in targets if t != ANY_IDENTITY):
+                for p in named:
+                    for proto, port, bits in port_prefixes(p, r, self.named):
+                        yield PolicyKey(local, direction, r, proto, port, bits)
+
+
+def _inside(a: _Net, b: _Net) -> bool:
+    """a strictly inside b."""
+    return a.version == b.version and a != b and a.subnet_of(b)  # type: ignore[arg-type]
+
+
+def compile_policies(
+    policies: Iterable[Policy],
+    identities: Mapping[int, Sequence[str]],
+    *,
+    named_ports: NamedPorts | None = None,
+    audit_namespaces: frozenset[str] = frozenset(),
+    audit_all: bool = False,
+    previous: CompiledPolicy | None = None,
+) -> CompiledPolicy:
+    """Resolve every selector against the known identities into LPM entries and cookies.
+
+    `identities` maps identity -> labels (pods and, optionally, reserved ones); local
+    (enforced) identities are the pods among them. Raises ValueError when two policies
+    share kind, namespace and name (the caller must replace, not add, a re-applied one).
+    """
+    ordered = sorted(policies, key=lambda p: p.ref)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.ref == b.ref:
+            raise ValueError(f"two policies are both named {a.display} (from {a.source or '?'} "
+                             f"and {b.source or '?'}); delete one before applying the other")
+    cidrs = _cidr_identities(ordered, previous)
+    comp = _Compiler(identities, cidrs, named_ports or {})
+    cookies = _Cookies(previous)
+    allow: dict[PolicyKey, int] = {}
+    deny: dict[PolicyKey, int] = {}
+    selecting: dict[tuple[int, Direction], list[RuleRef]] = {}
+    for pol in ordered:
+        kind, ns, name = pol.ref
+        for spec in pol.specs:
+            locals_ = [i for i in comp.pods if spec.subject.matches(comp.labels[i])]
+            for direction, enforce, rules, deny_rules in (
+                (Direction.INGRESS, spec.enforce_ingress, spec.ingress, spec.ingress_deny),
+                (Direction.EGRESS, spec.enforce_egress, spec.egress, spec.egress_deny),
+            ):
+                if enforce:
+                    whole = RuleRef(kind, ns, name, direction, -1)
+                    for local in locals_:
+                        refs = selecting.setdefault((local, direction), [])
+                        if whole not in refs:
+                            refs.append(whole)
+                for rule in (*rules, *deny_rules):
+                    cookie = cookies.get((RuleRef(kind, ns, name, direction, rule.index,
+                                                  rule.deny),))
+                    table = deny if rule.deny else allow
+                    for local in locals_:
+                        for key in comp.keys(rule, local, direction):
+                            table.setdefault(key, cookie)
+    selected = {k: cookies.get(tuple(refs)) for k, refs in sorted(selecting.items())}
+    audit = frozenset(comp.pods) if audit_all else frozenset(
+        i for i in comp.pods if pod_namespace(comp.labels[i]) in audit_namespaces)
+    return CompiledPolicy(allow=allow, deny=deny, selected=selected, cookies=cookies.out,
+                          cidr_identities=cidrs, audit=audit)
