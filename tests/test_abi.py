@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from spyglass.collector import abi
 
 HEADER = Path(__file__).resolve().parents[1] / "bpf" / "spyglass_event.h"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spyglass.bpf.identity import MIN_IDENTITY, IdentityAllocator, pod_labels
 
 
