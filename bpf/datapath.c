@@ -5,14 +5,17 @@
  *   from_container  host veth tc ingress  (packets leaving the pod)   FROM_ENDPOINT, EGRESS
  *   to_container    host veth tc egress   (packets entering the pod)  TO_ENDPOINT,  INGRESS
  *
- * Both only observe and return TC_ACT_OK: forwarding is the kernel's routing
- * (the lab installs /32 routes and static neighbours), so the datapath cannot
- * black-hole traffic while it is being developed. The pipeline is
+ * Forwarding is the kernel's routing (the lab installs /32 routes and static
+ * neighbours); the programs either let a packet pass (TC_ACT_OK) or drop it
+ * for policy (TC_ACT_SHOT). The pipeline is
  *
- *   parse -> identities -> conntrack -> [lb: issue 4] -> [policy: issue 3] -> report
+ *   parse -> identities -> conntrack lookup -> [lb: issue 4] -> policy
+ *         -> conntrack commit + aggregation -> report
  *
- * with each step a small inline function, so that service translation and a
- * policy verdict slot in without reshaping the programs.
+ * Conntrack is looked up before policy and written only after it: replies of
+ * known connections skip policy, and a denied packet leaves no CT state. Egress
+ * policy is enforced at the source (from_container), ingress at the
+ * destination (to_container), as in Cilium.
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -21,6 +24,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "ct.h"
+#include "policy.h"
 
 /* Everything a report needs, filled step by step. */
 struct sg_trace {
@@ -87,46 +91,69 @@ static __always_inline void sg_resolve_identities(struct __sk_buff *skb, const s
 	}
 }
 
-/* Finds or creates the packet's connection (rules in ct.h). Sets *is_reply;
- * returns NULL only when the LRU insert failed, in which case the caller
- * reports the packet without CT state. */
-static __always_inline struct sg_ct_entry *
-sg_ct_lookup(const struct sg_pkt *p, int point, __u64 now, __u8 *is_reply)
-{
-	struct sg_ct_key fwd = {}, rev = {};
-	struct sg_ct_entry fresh = {};
-	struct sg_ct_entry *e;
-	__u8 synack, syn_only;
+/* What sg_ct_find wants done once policy has allowed the packet. */
+#define SG_CT_USE 0          /* use the entry found as it is */
+#define SG_CT_RESET 1        /* the entry found starts over (expired, or a SYN on a used slot) */
+#define SG_CT_CREATE 2       /* no live entry: create it forward (dropping a stale reverse one) */
+#define SG_CT_CREATE_REV 3   /* SYN-ACK without an entry: create it reversed, as a reply */
 
-	sg_ct_keys(p, &fwd, &rev, &syn_only, &synack);
+/* Finds the packet's connection without changing anything (rules in ct.h),
+ * so that a packet which policy then drops leaves no state behind. *is_reply
+ * is set only for a live entry seen in the reply direction: only those skip
+ * policy. A SYN-ACK whose SYN we never saw has no entry and is checked like
+ * any new packet. */
+static __always_inline struct sg_ct_entry *
+sg_ct_find(const struct sg_ct_key *fwd, const struct sg_ct_key *rev, __u8 syn_only,
+	   __u8 synack, int point, __u8 proto, __u64 now, __u8 *is_reply, __u8 *action)
+{
+	struct sg_ct_entry *e;
+
 	*is_reply = 0;
-	e = sg_ct.lookup(&fwd);
+	*action = SG_CT_USE;
+	e = sg_ct.lookup((void *)fwd);
 	if (e) {
-		if (sg_ct_expired(e, p->proto, now) ||
+		if (sg_ct_expired(e, proto, now) ||
 		    (syn_only && e->slot[SG_CT_SLOT(SG_CT_FWD, point)].flags_seen))
+			*action = SG_CT_RESET;
+		return e;
+	}
+	e = sg_ct.lookup((void *)rev);
+	/* A bare SYN against the reverse tuple opens a new connection the other
+	 * way round; the old entry is stale. */
+	if (e && !syn_only && !sg_ct_expired(e, proto, now)) {
+		*is_reply = 1;
+		return e;
+	}
+	*action = synack ? SG_CT_CREATE_REV : SG_CT_CREATE;
+	return NULL;
+}
+
+/* Carries out sg_ct_find's action for an allowed packet. Returns NULL only
+ * when the LRU insert failed; the caller then reports without CT state. */
+static __always_inline struct sg_ct_entry *
+sg_ct_commit(struct sg_ct_entry *e, const struct sg_ct_key *fwd, const struct sg_ct_key *rev,
+	     __u8 action, __u64 now, __u8 *is_reply)
+{
+	struct sg_ct_entry fresh = {};
+
+	if (action == SG_CT_USE)
+		return e;
+	if (action == SG_CT_RESET) {
+		if (e)
 			sg_ct_reset(e, now);
 		return e;
 	}
-	e = sg_ct.lookup(&rev);
-	if (e) {
-		/* A bare SYN against the reverse tuple opens a new connection the
-		 * other way round; the old entry is stale. */
-		if (!syn_only && !sg_ct_expired(e, p->proto, now)) {
-			*is_reply = 1;
-			return e;
-		}
-		sg_ct.delete(&rev);
-	}
 	fresh.created_ns = now;
-	if (synack) {
+	if (action == SG_CT_CREATE_REV) {
 		/* We missed the SYN (attached mid-handshake, or the SYN went another
 		 * way): the SYN-ACK's sender is the server, so file it as a reply. */
 		*is_reply = 1;
-		sg_ct.update(&rev, &fresh);
-		return sg_ct.lookup(&rev);
+		sg_ct.update((void *)rev, &fresh);
+		return sg_ct.lookup((void *)rev);
 	}
-	sg_ct.update(&fwd, &fresh);
-	return sg_ct.lookup(&fwd);
+	sg_ct.delete((void *)rev);
+	sg_ct.update((void *)fwd, &fresh);
+	return sg_ct.lookup((void *)fwd);
 }
 
 /* Monitor aggregation (Cilium's active-CT level): a slot reports when it has
@@ -134,17 +161,13 @@ sg_ct_lookup(const struct sg_pkt *p, int point, __u64 now, __u8 *is_reply)
  * interval has passed since its last report; in between it only counts. At
  * level 0 every packet reports with counts of 1 packet / skb->len bytes. */
 static __always_inline void sg_ct_and_aggregate(const struct sg_pkt *p, int point,
+						struct sg_ct_entry *e, __u8 is_reply,
+						const struct sg_config *cfg, __u64 now,
 						struct sg_trace *t)
 {
-	__u32 zero = 0;
-	struct sg_config *cfg = sg_config.lookup(&zero);
-	__u64 now = bpf_ktime_get_ns();
-	struct sg_ct_entry *e;
 	struct sg_ct_slot *s;
-	__u8 is_reply = 0;
 	int report;
 
-	e = sg_ct_lookup(p, point, now, &is_reply);
 	if (!e) {
 		t->reason = SG_REASON_UNKNOWN;
 		t->report = 1;
@@ -189,14 +212,94 @@ static __always_inline void sg_ct_and_aggregate(const struct sg_pkt *p, int poin
 	s->reported = 1;
 }
 
-static __always_inline void sg_emit_trace(struct __sk_buff *skb, const struct sg_pkt *p,
-					  const struct sg_trace *t, __u8 subtype, __u8 direction)
+/* Deny entries: the exact remote identity first, then any remote (0). */
+static __always_inline struct sg_policy_value *
+sg_policy_deny_lookup(struct sg_policy_key *k, __u32 remote, __u8 *exact)
+{
+	struct sg_policy_value *v;
+
+	sg_policy_key_remote(k, remote);
+	v = sg_policy_deny.lookup(k);
+	*exact = 1;
+	if (v)
+		return v;
+	*exact = 0;
+	sg_policy_key_remote(k, 0);
+	return sg_policy_deny.lookup(k);
+}
+
+/* Allow entries: same order, a separate function because bcc needs the map
+ * named at the call site. */
+static __always_inline struct sg_policy_value *
+sg_policy_allow_lookup(struct sg_policy_key *k, __u32 remote, __u8 *exact)
+{
+	struct sg_policy_value *v;
+
+	sg_policy_key_remote(k, remote);
+	v = sg_policy_allow.lookup(k);
+	*exact = 1;
+	if (v)
+		return v;
+	*exact = 0;
+	sg_policy_key_remote(k, 0);
+	return sg_policy_allow.lookup(k);
+}
+
+/* The verdict for (local, direction, remote, proto, dport): policy.h's rule. */
+static __always_inline void sg_policy_decide(const struct sg_pkt *p, __u32 local, __u32 remote,
+					     __u8 dir, const struct sg_config *cfg,
+					     struct sg_policy_result *r)
+{
+	struct sg_policy_sel_key sk = {};
+	struct sg_policy_sel_value *sel;
+	struct sg_policy_key k = {};
+	struct sg_policy_value *v;
+	__u8 exact = 0;
+
+	r->allowed = 1;
+	sk.identity = local;
+	sk.direction = dir;
+	sel = sg_policy_selected.lookup(&sk);
+	if (!sel)
+		return;
+	r->enforced = 1;
+	sg_policy_key_init(&k, local, dir, p->proto, p->dport);
+	v = sg_policy_deny_lookup(&k, remote, &exact);
+	if (v) {
+		r->denied = 1;
+		r->drop_reason = SG_DROP_POLICY_DENY;
+		r->cookie = v->cookie;
+		r->match_type = sg_policy_match_type(exact, v->prefixlen);
+	} else {
+		v = sg_policy_allow_lookup(&k, remote, &exact);
+		if (v) {
+			r->cookie = v->cookie;
+			r->match_type = sg_policy_match_type(exact, v->prefixlen);
+			return;
+		}
+		r->denied = 1;
+		r->drop_reason = SG_DROP_POLICY_DENIED;
+		r->cookie = sel->cookie;
+		r->match_type = SG_MATCH_NONE;
+	}
+	if ((sel->flags & SG_POLF_AUDIT) || (cfg && (cfg->flags & SG_CFG_POLICY_AUDIT))) {
+		r->audited = 1;
+		return;
+	}
+	r->allowed = 0;
+}
+
+/* One event of any kind: the trace, drop and policy-verdict records share the
+ * struct (spyglass_event.h) and differ in type, subtype and the policy fields. */
+static __always_inline void sg_emit(struct __sk_buff *skb, const struct sg_pkt *p,
+				    const struct sg_trace *t, __u8 type, __u8 subtype,
+				    __u8 direction, const struct sg_policy_result *r)
 {
 	struct sg_event ev;
 	int ret;
 
 	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.type = SG_EVENT_TRACE;
+	ev.type = type;
 	ev.subtype = subtype;
 	ev.version = SG_EVENT_VERSION;
 	ev.flags = t->flags;
@@ -218,6 +321,16 @@ static __always_inline void sg_emit_trace(struct __sk_buff *skb, const struct sg
 	ev.dst_ep = t->dst_ep;
 	ev.agg_packets = t->agg_packets;
 	ev.agg_bytes = t->agg_bytes;
+	if (r) {
+		ev.match_type = r->match_type;
+		ev.policy_cookie = r->cookie;
+		if (r->audited) {
+			ev.verdict = SG_VERDICT_AUDITED;
+			ev.flags |= SG_F_AUDITED;
+		} else if (r->denied) {
+			ev.verdict = SG_VERDICT_DENIED;
+		}
+	}
 
 	ret = sg_events.perf_submit(skb, &ev, sizeof(ev));
 	if (ret < 0) {
@@ -232,25 +345,55 @@ static __always_inline void sg_emit_trace(struct __sk_buff *skb, const struct sg
 
 static __always_inline int sg_handle(struct __sk_buff *skb, int point)
 {
+	__u8 dir = point == SG_POINT_FROM ? SG_DIR_EGRESS : SG_DIR_INGRESS;
+	struct sg_policy_result pol;
+	struct sg_ct_key fwd = {}, rev = {};
+	struct sg_ct_entry *e;
+	struct sg_config *cfg;
 	struct sg_pkt pkt;
 	struct sg_trace t;
+	__u8 syn_only, synack, is_reply = 0, action = SG_CT_USE;
+	__u32 zero = 0;
+	__u64 now;
 
 	__builtin_memset(&pkt, 0, sizeof(pkt));
 	__builtin_memset(&t, 0, sizeof(t));
+	__builtin_memset(&pol, 0, sizeof(pol));
 	if (sg_parse(skb, &pkt) < 0)
 		return TC_ACT_OK;
 	if (pkt.ipv6)
 		t.flags |= SG_F_IPV6;
+	cfg = sg_config.lookup(&zero);
+	now = bpf_ktime_get_ns();
 	sg_resolve_identities(skb, &pkt, point, &t);
-	sg_ct_and_aggregate(&pkt, point, &t);
+	sg_ct_keys(&pkt, &fwd, &rev, &syn_only, &synack);
+	e = sg_ct_find(&fwd, &rev, syn_only, synack, point, pkt.proto, now, &is_reply, &action);
 	/* issue 4: service translation (SG_F_XLATED) goes here, before policy. */
-	/* issue 3: the policy verdict for the identities goes here. */
-	if (t.report) {
-		if (point == SG_POINT_FROM)
-			sg_emit_trace(skb, &pkt, &t, SG_TRACE_FROM_LXC, SG_DIR_EGRESS);
-		else
-			sg_emit_trace(skb, &pkt, &t, SG_TRACE_TO_LXC, SG_DIR_INGRESS);
+	if (!is_reply) {
+		__u32 local = point == SG_POINT_FROM ? t.src_identity : t.dst_identity;
+		__u32 remote = point == SG_POINT_FROM ? t.dst_identity : t.src_identity;
+		/* "New here": nothing of this connection has passed this point yet,
+		 * which is when an allowed verdict is worth an event. */
+		__u8 fresh = action != SG_CT_USE || !e ||
+			     !e->slot[SG_CT_SLOT(SG_CT_FWD, point)].reported;
+
+		sg_policy_decide(&pkt, local, remote, dir, cfg, &pol);
+		if (pol.enforced && (fresh || (pol.denied && !pol.audited))) {
+			t.agg_packets = 1;
+			t.agg_bytes = pkt.len;
+			sg_emit(skb, &pkt, &t, SG_EVENT_POLICY_VERDICT, 0, dir, &pol);
+		}
+		if (!pol.allowed) {
+			/* Not aggregated: every dropped packet is reported, as in Cilium. */
+			sg_emit(skb, &pkt, &t, SG_EVENT_DROP, pol.drop_reason, dir, &pol);
+			return TC_ACT_SHOT;
+		}
 	}
+	e = sg_ct_commit(e, &fwd, &rev, action, now, &is_reply);
+	sg_ct_and_aggregate(&pkt, point, e, is_reply, cfg, now, &t);
+	if (t.report)
+		sg_emit(skb, &pkt, &t, SG_EVENT_TRACE,
+			point == SG_POINT_FROM ? SG_TRACE_FROM_LXC : SG_TRACE_TO_LXC, dir, NULL);
 	return TC_ACT_OK;
 }
 

@@ -17,24 +17,35 @@ import ctypes as ct
 import errno
 import os
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
 from spyglass.bpf import kernel, tc
 from spyglass.bpf.maps import (
+    CFG_POLICY_AUDIT,
     MAP_NAMES,
+    POLICY_MAPS,
+    Config,
     CtEntry,
     DatapathEndpoint,
+    IpcacheValue,
+    MapOp,
     config_value,
     ct_key,
     endpoint_key,
     endpoint_value,
     ipcache_key,
     ipcache_value,
+    plan_policy_update,
+    policy_entries,
 )
+from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE, CompiledPolicy
 
-__all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "cleanup", "DEFAULT_PIN_DIR"]
+__all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "PolicyLoadStats", "cleanup",
+           "DEFAULT_PIN_DIR"]
 
 BPF_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(BPF_DIR, "datapath.c")
@@ -80,25 +91,52 @@ def _check(ret: int, what: str) -> None:
         raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
+@dataclass(frozen=True)
+class PolicyLoadStats:
+    """What a `load_policy` changed: entries per map as (added, updated, deleted)."""
+
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    seconds: float
+    per_map: dict[str, tuple[int, int, int]]
+    batched: bool  # False if some map fell back to one syscall per entry
+
+    @property
+    def changed(self) -> int:
+        return self.added + self.updated + self.deleted
+
+
 class Datapath:
     """The loaded datapath. Use as a context manager or call `close()`."""
 
     def __init__(self, *, pin_dir: str = DEFAULT_PIN_DIR, aggregation: str = "medium",
-                 interval_s: float = 5.0, ct_size: int = 65536) -> None:
+                 interval_s: float = 5.0, ct_size: int = 65536,
+                 policy_size: int = 65536) -> None:
         config = config_value(aggregation, interval_s)  # validate before compiling
         if not isinstance(ct_size, int) or not 1024 <= ct_size <= 1 << 24:
             raise ValueError(f"ct_size {ct_size!r} must be an integer in 1024..16777216")
+        if not isinstance(policy_size, int) or not 1024 <= policy_size <= 1 << 24:
+            raise ValueError(f"policy_size {policy_size!r} must be an integer in "
+                             "1024..16777216")
         self.pin_dir = pin_dir
         self._closed = False
         self._attached: set[int] = set()
         self._pinned: list[str] = []
         self._bpf: Any = None
+        self._config = config
+        #: What load_policy last wrote, per map (the ipcache part: CIDR entries only).
+        self._policy: dict[str, dict[bytes, bytes]] = {name: {} for name in POLICY_MAPS}
+        self._policy_cidrs: dict[bytes, bytes] = {}  # wanted, including ones a pod shadows
+        self._pod_keys: dict[bytes, DatapathEndpoint] = {}  # pod /32 ipcache keys
+        self._no_batch: set[str] = set()
         for probe in (kernel.probe_root, kernel.probe_bcc, kernel.probe_kernel_headers):
             ok, detail = probe()
             if not ok:
                 raise DatapathError(detail)
         self._check_pins()
-        self._bpf, self._fns = self._load(ct_size)
+        self._bpf, self._fns = self._load(ct_size, policy_size)
         try:
             self._write("sg_config", ct.c_uint32(0), config)
             self._pin_all()
@@ -108,10 +146,10 @@ class Datapath:
 
     # -- setup -----------------------------------------------------------------
 
-    def _load(self, ct_size: int) -> tuple[Any, dict[str, Any]]:
+    def _load(self, ct_size: int, policy_size: int) -> tuple[Any, dict[str, Any]]:
         from bcc import BPF
 
-        cflags = [f"-I{BPF_DIR}", f"-DSG_CT_SIZE={ct_size}"]
+        cflags = [f"-I{BPF_DIR}", f"-DSG_CT_SIZE={ct_size}", f"-DSG_POLICY_SIZE={policy_size}"]
         with _captured_stderr() as err:
             try:
                 bpf = BPF(src_file=SOURCE.encode(), cflags=cflags)
@@ -220,13 +258,24 @@ class Datapath:
         self._attached.discard(ifindex)
 
     def upsert_endpoint(self, ep: DatapathEndpoint) -> None:
+        key = ipcache_key(f"{ep.ipv4}/32")
         self._write("sg_endpoints", endpoint_key(ep), endpoint_value(ep))
-        self._write("sg_ipcache", ipcache_key(f"{ep.ipv4}/32"),
-                    ipcache_value(ep.identity, ep.ep_id, flags=1))
+        self._write("sg_ipcache", key, ipcache_value(ep.identity, ep.ep_id, flags=1))
+        # A pod's /32 outranks a policy CIDR of the same prefix (it overwrote it).
+        self._pod_keys[bytes(key)] = ep
+        self._policy["sg_ipcache"].pop(bytes(key), None)
 
     def delete_endpoint(self, ep: DatapathEndpoint) -> None:
+        key = ipcache_key(f"{ep.ipv4}/32")
         self._delete("sg_endpoints", endpoint_key(ep))
-        self._delete("sg_ipcache", ipcache_key(f"{ep.ipv4}/32"))
+        self._delete("sg_ipcache", key)
+        raw = bytes(key)
+        if self._pod_keys.get(raw) == ep:
+            del self._pod_keys[raw]
+        cidr_value = self._policy_cidrs.get(raw)
+        if cidr_value is not None:  # the policy's /32 CIDR comes back from under the pod
+            self._write("sg_ipcache", key, IpcacheValue.from_buffer_copy(cidr_value))
+            self._policy["sg_ipcache"][raw] = cidr_value
 
     def upsert_ipcache(self, cidr: str, identity: int, ep_id: int = 0) -> None:
         self._write("sg_ipcache", ipcache_key(cidr), ipcache_value(identity, ep_id))
@@ -237,7 +286,67 @@ class Datapath:
     def set_aggregation(self, level: str, interval_s: float) -> None:
         """Takes effect on the next packet. Every level but none/disabled is
         active-CT aggregation (see maps.parse_aggregation)."""
-        self._write("sg_config", ct.c_uint32(0), config_value(level, interval_s))
+        config = config_value(level, interval_s)
+        config.flags = self._config.flags
+        self._write("sg_config", ct.c_uint32(0), config)
+        self._config = config
+
+    def set_policy_audit(self, all: bool) -> None:  # noqa: A002 - the agent's flag name
+        """Policy audit mode for every endpoint (`up --policy-audit`): denies are
+        reported with verdict AUDIT and the packets pass. Per-identity audit
+        comes with the compiled policy (`CompiledPolicy.audit`)."""
+        config = Config.from_buffer_copy(bytes(self._config))
+        config.flags = (config.flags | CFG_POLICY_AUDIT) if all else (
+            config.flags & ~CFG_POLICY_AUDIT)
+        self._write("sg_config", ct.c_uint32(0), config)
+        self._config = config
+
+    def load_policy(self, compiled: CompiledPolicy) -> PolicyLoadStats:
+        """Make the policy maps (and the ipcache's CIDR entries) equal `compiled`.
+
+        Only the difference is written, in the order of `maps.plan_policy_update`,
+        so established allowed connections never see a moment without their
+        entry and the programs are never reloaded. Pods' /32 ipcache entries are
+        never touched. If a write fails, what was written stays written, the
+        record of the maps is re-read from the kernel, and DatapathError says
+        so: loading the same policy again completes it.
+        """
+        start = time.perf_counter()
+        desired = policy_entries(compiled, frozenset(self._pod_keys))
+        all_cidrs = {bytes(ipcache_key(c)): bytes(ipcache_value(i))
+                     for c, i in compiled.cidr_identities.items()}
+        plan = plan_policy_update(self._policy, desired)
+        counts = {name: [0, 0, 0] for name in POLICY_MAPS}
+        for op in plan:
+            have = self._policy[op.map]
+            try:
+                self._apply(op)
+            except OSError as exc:
+                self._resync_policy()
+                raise DatapathError(f"loading policy into {op.map} failed ({exc}); the maps "
+                                    "may hold a mix of the old and new policy: load it "
+                                    "again (if the map is full, start with a larger "
+                                    "policy_size)") from None
+            if op.delete:
+                counts[op.map][2] += len(op.keys)
+                for key in op.keys:
+                    del have[key]
+            else:
+                for key, value in zip(op.keys, op.values, strict=True):
+                    counts[op.map][1 if key in have else 0] += 1
+                    have[key] = value
+        self._policy_cidrs = all_cidrs
+        added, updated, deleted = (sum(c[i] for c in counts.values()) for i in range(3))
+        total = sum(len(v) for v in desired.values())
+        return PolicyLoadStats(
+            added=added, updated=updated, deleted=deleted,
+            unchanged=total - added - updated, seconds=time.perf_counter() - start,
+            per_map={name: (c[0], c[1], c[2]) for name, c in counts.items()},
+            batched=not (self._no_batch & {op.map for op in plan}))
+
+    def policy_entries(self) -> dict[str, dict[bytes, bytes]]:
+        """The policy maps as the kernel holds them now (tests and debugging)."""
+        return {name: self._read_policy_map(name) for name in POLICY_MAPS}
 
     def submit_failures(self) -> list[int]:
         """Cumulative perf_submit failures per possible CPU (exact, unlike lost_cb)."""
@@ -250,6 +359,64 @@ class Datapath:
                                   ct.byref(values))
         _check(ret, "reading sg_submit_fail")
         return [int(v) for v in values]
+
+    # -- policy map plumbing ---------------------------------------------------
+
+    def _apply(self, op: MapOp) -> None:
+        """One MapOp as one batch syscall (BPF_MAP_*_BATCH), or one per entry
+        where the kernel lacks batch support for the map type."""
+        from bcc.libbcc import lib
+
+        table = self._bpf[op.map]
+        n = len(op.keys)
+        keys = (table.Key * n).from_buffer_copy(b"".join(op.keys))
+        if op.map not in self._no_batch:
+            count = ct.c_uint32(n)
+            if op.delete:
+                ret = lib.bpf_delete_batch(self._fd(op.map), ct.byref(keys), ct.byref(count))
+            else:
+                values = (table.Leaf * n).from_buffer_copy(b"".join(op.values))
+                ret = lib.bpf_update_batch(self._fd(op.map), ct.byref(keys), ct.byref(values),
+                                           ct.byref(count))
+            if ret == 0:
+                return
+            code = ct.get_errno() or -ret
+            if code not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
+                raise OSError(code, f"batch write to {op.map}: {os.strerror(code)}")
+            if code != errno.ENOENT:
+                self._no_batch.add(op.map)
+            # ENOENT: a key we meant to delete was gone; finish one by one.
+        for i in range(n):
+            if op.delete:
+                self._delete(op.map, keys[i])
+            else:
+                self._write(op.map, keys[i], table.Leaf.from_buffer_copy(op.values[i]))
+
+    def _read_policy_map(self, name: str) -> dict[bytes, bytes]:
+        from bcc.libbcc import lib
+
+        table = self._bpf[name]
+        fd = self._fd(name)
+        out: dict[bytes, bytes] = {}
+        key, nxt, value = table.Key(), table.Key(), table.Leaf()
+        ret = lib.bpf_get_next_key(fd, None, ct.byref(nxt))
+        while ret == 0:
+            if lib.bpf_lookup_elem(fd, ct.byref(nxt), ct.byref(value)) == 0:
+                out[bytes(nxt)] = bytes(value)
+            ct.memmove(ct.byref(key), ct.byref(nxt), ct.sizeof(key))
+            ret = lib.bpf_get_next_key(fd, ct.byref(key), ct.byref(nxt))
+        if name == "sg_ipcache":  # only the CIDR entries are the policy's
+            out = {k: v for k, v in out.items()
+                   if IpcacheValue.from_buffer_copy(v).identity >= CIDR_IDENTITY_BASE}
+        return out
+
+    def _resync_policy(self) -> None:
+        """After a failed write, believe the kernel rather than our record."""
+        for name in POLICY_MAPS:
+            try:
+                self._policy[name] = self._read_policy_map(name)
+            except OSError:
+                self._policy[name] = {}
 
     def ct_lookup(self, saddr: str, daddr: str, sport: int, dport: int,
                   proto: int) -> CtEntry | None:

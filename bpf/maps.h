@@ -20,6 +20,12 @@
 #ifndef SG_IPCACHE_SIZE
 #define SG_IPCACHE_SIZE 16384
 #endif
+#ifndef SG_POLICY_SIZE
+#define SG_POLICY_SIZE 65536
+#endif
+#ifndef SG_POLICY_SELECTED_SIZE
+#define SG_POLICY_SELECTED_SIZE 16384
+#endif
 
 /* Reserved identities (Cilium's numbers). */
 #define SG_IDENTITY_WORLD 2
@@ -55,11 +61,52 @@ struct sg_ipcache_value {
 	__u16 flags;
 };
 
+/* sg_config.flags */
+#define SG_CFG_POLICY_AUDIT 0x0001   /* every endpoint in policy audit mode */
+
 /* sg_config[0]: runtime knobs that userspace may change while attached. */
 struct sg_config {
 	__u32 agg_level;      /* 0 = report every packet; non-zero = active-CT aggregation */
-	__u32 flags;          /* reserved */
+	__u32 flags;          /* SG_CFG_* */
 	__u64 interval_ns;    /* aggregation: report a busy slot at least this often */
+};
+
+/* sg_policy_allow / sg_policy_deny: LPM tries over the bytes
+ *   local_identity(32, BE) | direction(8) | remote_identity(32, BE) | proto(8) | dport(16, BE)
+ * Everything is big-endian because the trie compares prefixes from the first
+ * byte's most significant bit on: only then do "the first n bits of the port"
+ * mean a port range. prefixlen 72 = any proto and port, 80 = this proto and
+ * any port, 80 + n = this proto and the port's first n bits (96 = one port).
+ * Remote "any" is the identity 0 (an exact value, looked up second). */
+#define SG_POLICY_KEY_BYTES 12
+#define SG_POLICY_PREFIX_ANY_PROTO 72
+
+struct sg_policy_key {
+	__u32 prefixlen;
+	__u8  data[SG_POLICY_KEY_BYTES];
+};
+
+/* The entry's prefixlen is kept in the value because an LPM lookup returns
+ * only the value, and the match type (L3-only vs L3-L4 ...) depends on it. */
+struct sg_policy_value {
+	__u32 cookie;         /* names the rule (bpf/policy/types.py), never 0 */
+	__u16 prefixlen;      /* the entry's own prefix length (72..96) */
+	__u16 pad;
+};
+
+/* sg_policy_selected: present iff some policy selects the identity in this
+ * direction (the endpoint is default-deny there). */
+struct sg_policy_sel_key {
+	__u32 identity;
+	__u8  direction;      /* SG_DIR_INGRESS or SG_DIR_EGRESS */
+	__u8  pad[3];
+};
+
+#define SG_POLF_AUDIT 0x0001   /* denies of this identity are only reported */
+
+struct sg_policy_sel_value {
+	__u32 cookie;         /* names the selecting policies: the POLICY_DENIED cookie */
+	__u32 flags;          /* SG_POLF_* */
 };
 
 BPF_PERF_OUTPUT(sg_events);
@@ -67,5 +114,9 @@ BPF_PERCPU_ARRAY(sg_submit_fail, __u64, 1);
 BPF_HASH(sg_endpoints, __u32, struct sg_endpoint_info, SG_ENDPOINTS_SIZE);
 BPF_LPM_TRIE(sg_ipcache, struct sg_ipcache_key, struct sg_ipcache_value, SG_IPCACHE_SIZE);
 BPF_ARRAY(sg_config, struct sg_config, 1);
+BPF_LPM_TRIE(sg_policy_allow, struct sg_policy_key, struct sg_policy_value, SG_POLICY_SIZE);
+BPF_LPM_TRIE(sg_policy_deny, struct sg_policy_key, struct sg_policy_value, SG_POLICY_SIZE);
+BPF_HASH(sg_policy_selected, struct sg_policy_sel_key, struct sg_policy_sel_value,
+	 SG_POLICY_SELECTED_SIZE);
 
 #endif /* SPYGLASS_MAPS_H */

@@ -6,10 +6,13 @@ import ctypes as ct
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from spyglass.bpf.maps import (
     AGGREGATION_LEVELS,
     FAMILY_IPV4,
     FAMILY_IPV6,
+    POLF_AUDIT,
     Config,
     CtEntry,
     CtKey,
@@ -17,13 +20,26 @@ from spyglass.bpf.maps import (
     EndpointInfo,
     IpcacheKey,
     IpcacheValue,
+    MapOp,
+    PolicyLpmKey,
+    PolicySelKey,
+    PolicySelValue,
+    PolicyValue,
     config_value,
     ct_key,
+    decode_policy_key,
     endpoint_value,
     ipcache_key,
     ipcache_value,
     parse_aggregation,
+    plan_policy_update,
+    policy_entries,
+    policy_key,
+    policy_selected_key,
+    policy_selected_value,
+    policy_value,
 )
+from spyglass.bpf.policy.types import CompiledPolicy, Direction, PolicyKey
 
 
 @pytest.mark.parametrize(
@@ -162,3 +178,139 @@ def test_ct_key_is_the_forward_tuple() -> None:
     assert int.from_bytes(raw[32:34], "little") == 40000
     assert int.from_bytes(raw[34:36], "little") == 80
     assert raw[36] == 6 and raw[37:40] == bytes(3)
+
+
+# -- policy maps --------------------------------------------------------------------
+
+def _lpm_matches(entry: PolicyLpmKey, lookup: PolicyLpmKey) -> bool:
+    """The kernel's LPM rule: the entry's first `prefixlen` bits equal the lookup's."""
+    bits = entry.prefixlen
+    a = int.from_bytes(bytes(entry.data), "big")
+    b = int.from_bytes(bytes(lookup.data), "big")
+    shift = 96 - bits
+    return a >> shift == b >> shift
+
+
+@pytest.mark.parametrize(
+    ("key", "prefixlen", "data"),
+    [
+        pytest.param(PolicyKey(0x01020304, Direction.INGRESS, 0x0A0B0C0D, 6, 8080, 16), 96,
+                     bytes([1, 2, 3, 4, 1, 10, 11, 12, 13, 6, 0x1F, 0x90]), id="one-port"),
+        pytest.param(PolicyKey(300, Direction.EGRESS, 0, 17), 80,
+                     bytes([0, 0, 1, 44, 2, 0, 0, 0, 0, 17, 0, 0]), id="proto-any-port"),
+        pytest.param(PolicyKey(300, Direction.EGRESS, 2), 72,
+                     bytes([0, 0, 1, 44, 2, 0, 0, 0, 2, 0, 0, 0]), id="any-proto"),
+        pytest.param(PolicyKey(1, Direction.INGRESS, 1 << 24, 6, 9088, 13), 93,
+                     bytes([0, 0, 0, 1, 1, 1, 0, 0, 0, 6, 0x23, 0x80]), id="port-range"),
+    ],
+)
+def test_policy_key_is_big_endian_with_the_contract_prefix(key: PolicyKey, prefixlen: int,
+                                                           data: bytes) -> None:
+    raw = bytes(policy_key(key))
+    assert len(raw) == ct.sizeof(PolicyLpmKey) == 16
+    assert int.from_bytes(raw[:4], "little") == prefixlen == key.prefixlen
+    assert raw[4:] == data
+    assert decode_policy_key(raw) == key
+
+
+@settings(max_examples=200, deadline=None)
+@given(port=st.integers(0, 65535), bits=st.integers(0, 16), probe=st.integers(0, 65535),
+       proto=st.sampled_from([6, 17, 132]), probe_proto=st.sampled_from([6, 17, 132]))
+def test_port_prefix_matches_exactly_its_range(port: int, bits: int, probe: int, proto: int,
+                                               probe_proto: int) -> None:
+    size = 1 << (16 - bits)
+    start = port - port % size
+    entry = policy_key(PolicyKey(7, Direction.INGRESS, 9, proto, start, bits))
+    lookup = policy_key(PolicyKey(7, Direction.INGRESS, 9, probe_proto, probe, 16))
+    want = probe_proto == proto and start <= probe < start + size
+    assert _lpm_matches(entry, lookup) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(remote=st.integers(0, (1 << 32) - 1), probe_remote=st.integers(0, (1 << 32) - 1),
+       port=st.integers(0, 65535))
+def test_any_proto_entry_matches_every_port_of_its_remote_only(remote: int, probe_remote: int,
+                                                               port: int) -> None:
+    entry = policy_key(PolicyKey(7, Direction.EGRESS, remote))
+    lookup = policy_key(PolicyKey(7, Direction.EGRESS, probe_remote, 6, port, 16))
+    assert _lpm_matches(entry, lookup) == (remote == probe_remote)
+    other_dir = policy_key(PolicyKey(7, Direction.INGRESS, remote, 6, port, 16))
+    assert not _lpm_matches(entry, other_dir)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        pytest.param(PolicyKey(1, Direction.INGRESS, 2, 6, 8081, 15), "bits set beyond",
+                     id="host-bits-in-port"),
+        pytest.param(PolicyKey(1, Direction.INGRESS, 2, 0, 80, 16), "cannot name a port",
+                     id="port-without-proto"),
+        pytest.param(PolicyKey(1, Direction.INGRESS, 2, 6, 80, 17), "port_bits",
+                     id="too-many-bits"),
+        pytest.param(PolicyKey(1, Direction.INGRESS, 1 << 32), "does not fit in 32 bits",
+                     id="remote-too-big"),
+        pytest.param(PolicyKey(1, 3, 2), "neither INGRESS", id="bad-direction"),  # type: ignore[arg-type]
+        pytest.param(PolicyKey(1, Direction.INGRESS, 2, 300), "not an IP protocol",
+                     id="bad-proto"),
+    ],
+)
+def test_policy_key_rejects_what_would_match_wrongly(key: PolicyKey, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        policy_key(key)
+
+
+def test_policy_values_and_selected_records() -> None:
+    key = PolicyKey(1, Direction.INGRESS, 2, 6, 8080, 16)
+    raw = bytes(policy_value(0xA1B2C3D4, key))
+    assert len(raw) == ct.sizeof(PolicyValue) == 8
+    assert raw == bytes([0xD4, 0xC3, 0xB2, 0xA1, 96, 0, 0, 0])
+    assert bytes(policy_selected_key(0x0102, Direction.EGRESS)) == bytes([2, 1, 0, 0, 2, 0, 0, 0])
+    assert ct.sizeof(PolicySelKey) == ct.sizeof(PolicySelValue) == 8
+    assert policy_selected_value(5, audit=True).flags == POLF_AUDIT
+    assert policy_selected_value(5, audit=False).flags == 0
+    with pytest.raises(ValueError, match="other than 0"):
+        policy_value(0, key)
+
+
+def _compiled(**kw: object) -> CompiledPolicy:
+    return CompiledPolicy(**kw)  # type: ignore[arg-type]
+
+
+def test_policy_entries_carry_audit_and_skip_pod_addresses() -> None:
+    allow_key = PolicyKey(10, Direction.INGRESS, 1 << 24)
+    compiled = _compiled(allow={allow_key: 7}, selected={(10, Direction.INGRESS): 9},
+                         cidr_identities={"10.0.0.0/8": 1 << 24, "10.1.2.3/32": (1 << 24) + 1},
+                         audit=frozenset({10}))
+    pod = bytes(ipcache_key("10.1.2.3/32"))
+    entries = policy_entries(compiled, frozenset({pod}))
+    assert entries["sg_policy_allow"] == {bytes(policy_key(allow_key)):
+                                          bytes(policy_value(7, allow_key))}
+    sel = PolicySelValue.from_buffer_copy(entries["sg_policy_selected"][
+        bytes(policy_selected_key(10, Direction.INGRESS))])
+    assert (sel.cookie, sel.flags) == (9, POLF_AUDIT)
+    assert list(entries["sg_ipcache"]) == [bytes(ipcache_key("10.0.0.0/8"))]
+    with pytest.raises(ValueError, match="below 16777216"):
+        policy_entries(_compiled(cidr_identities={"10.0.0.0/8": 5}))
+
+
+def test_plan_is_a_diff_in_the_order_that_never_opens_a_gap() -> None:
+    def entries(**maps: dict[bytes, bytes]) -> dict[str, dict[bytes, bytes]]:
+        return {"sg_policy_allow": {}, "sg_policy_deny": {}, "sg_policy_selected": {},
+                "sg_ipcache": {}, **maps}
+
+    current = entries(sg_policy_allow={b"keep": b"1", b"change": b"1", b"stale": b"1"},
+                      sg_policy_deny={b"old-deny": b"1"},
+                      sg_policy_selected={b"gone": b"1", b"same": b"1"},
+                      sg_ipcache={b"old-cidr": b"1"})
+    desired = entries(sg_policy_allow={b"keep": b"1", b"change": b"2", b"new": b"1"},
+                      sg_policy_deny={b"new-deny": b"1"},
+                      sg_policy_selected={b"same": b"1", b"added": b"1"},
+                      sg_ipcache={b"new-cidr": b"1"})
+    plan = plan_policy_update(current, desired)
+    assert [(op.map, op.delete) for op in plan] == [
+        ("sg_policy_allow", False), ("sg_policy_deny", True), ("sg_ipcache", False),
+        ("sg_policy_selected", False), ("sg_policy_deny", False), ("sg_policy_allow", True),
+        ("sg_ipcache", True), ("sg_policy_selected", True)]
+    assert plan[0] == MapOp("sg_policy_allow", False, (b"change", b"new"), (b"2", b"1"))
+    assert plan[5] == MapOp("sg_policy_allow", True, (b"stale",))
+    assert plan_policy_update(desired, desired) == []
