@@ -14,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ import numpy as np
 from spyglass.collector.decoder import DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, Flow
+from spyglass.collector.flow import Event, Flow, LostEvent
 from spyglass.collector.lost import LostTracker
 from spyglass.collector.perf import ReadBatch
 from spyglass.collector.ring import FlowRing
@@ -35,6 +35,14 @@ RATE_WINDOW_S = 10.0
 _RATE_STEP_S = 0.1
 #: At stop, read at most this many times more to drain the perf rings.
 _DRAIN_READS = 64
+
+#: Called with each decoded batch and the flows enriched from it (in the same order), on
+#: the collector thread, e.g. to feed the store (`spyglass.storage.store_hook`). The flows
+#: are passed so that other consumers name each flow with the ring's uuid.
+BatchHook = Callable[[DecodedBatch, Sequence[Flow]], None]
+#: Drained every read; what it returns is told in the stream and counted (e.g. the store
+#: writer's STORE losses).
+LostSource = Callable[[], Sequence[LostEvent]]
 
 
 class Reader(Protocol):
@@ -86,7 +94,9 @@ class Collector:
                  *, submit_failures: Callable[[], list[int]] | None = None,
                  poll_timeout_ms: int = 50, lost_interval_s: float = 1.0,
                  counters_interval_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_batch: Sequence[BatchHook] = (),
+                 lost_sources: Sequence[LostSource] = ()) -> None:
         self.reader = reader
         self.decoder = decoder
         self.enricher = enricher
@@ -100,6 +110,9 @@ class Collector:
         self.reads = 0
         self.perf_malformed = 0
         self.failed_batches = 0
+        self.on_batch = tuple(on_batch)
+        self.lost_sources = tuple(lost_sources)
+        self.hook_errors = 0
         self._rate: collections.deque[tuple[float, int]] = collections.deque()
         self._latest = (0.0, 0)
         self._last_counters = float("-inf")
@@ -132,7 +145,12 @@ class Collector:
                     self.lost.other(LostEventSource.UNKNOWN_LOST_EVENT_SOURCE,
                                     len(batch.records))
                 flows = []
+            else:
+                self._run_hooks(decoded, flows)
+        drained = self._drain_lost_sources()
         with self._lock:
+            for ev in drained:
+                self.lost.other(ev.source, ev.num_events_lost)
             self.reads += 1
             self.perf_malformed += batch.malformed
             self.lost.perf_lost(batch.lost_by_cpu)
@@ -148,6 +166,27 @@ class Collector:
             out: list[Event] = [*lost, *flows] if lost else flows
             self.ring.write_many(out)
         return len(flows)
+
+    def _run_hooks(self, decoded: DecodedBatch, flows: list[Flow]) -> None:
+        """A hook that fails costs its own output, never the ring's flows or the loop."""
+        for hook in self.on_batch:
+            try:
+                hook(decoded, flows)
+            except Exception:
+                with self._lock:
+                    self.hook_errors += 1
+                    n = self.hook_errors
+                if n <= 10 or n % 1000 == 0:
+                    log.exception("batch hook %r failed (%d so far)", hook, n)
+
+    def _drain_lost_sources(self) -> list[LostEvent]:
+        out: list[LostEvent] = []
+        for source in self.lost_sources:
+            try:
+                out.extend(source())
+            except Exception:
+                log.exception("reading lost events from %r failed", source)
+        return out
 
     def _poll_counters(self, *, force: bool, now: float | None = None) -> None:
         if self.submit_failures is None:
@@ -243,6 +282,7 @@ class Collector:
                 failed_batches=self.failed_batches,
                 reads=self.reads,
                 running=self.running,
+                extra={"hook_errors": self.hook_errors} if self.on_batch else {},
             )
 
 

@@ -3,9 +3,9 @@
 Each dimension (pod, ip, port …) is a `Clause` subclass. Building one parses and
 validates its values once and precomputes whatever matching needs (sets,
 networks, compiled selectors), so `predicate(flow)` does no parsing on the hot
-path. `describe()` gives the human text. History queries will add a `sql()`
-method to each clause; nothing else has to change for that, which is why the
-per-dimension objects exist instead of bare lambdas.
+path. `describe()` gives the human text. History queries use `sql()`, the
+same test as a parameterised ClickHouse fragment built from the same parsed
+values, which is why the per-dimension objects exist instead of bare lambdas.
 """
 
 from __future__ import annotations
@@ -76,6 +76,16 @@ class Clause(ABC):
 
     @abstractmethod
     def predicate(self, flow: Flow) -> bool: ...
+
+    @abstractmethod
+    def sql(self) -> tuple[str, dict[str, Any]]:
+        """The same test as `predicate`, as a parameterised ClickHouse boolean over the
+        flows table: (fragment, parameters). It never yields NULL, so NOT(…) of it
+        (denylists) is exact."""
+
+    def column(self, name: str) -> str:
+        """A per-side column, e.g. "pod_name" -> "source_pod_name"."""
+        return f"{self.side or 'destination'}_{name}"
 
     def describe(self) -> str:
         subject = f"{self.side} {self.noun}" if self.side else self.noun

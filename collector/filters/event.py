@@ -22,6 +22,7 @@ from spyglass.collector.enums import (
     Verdict,
 )
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.filters.sql import Params, Sql, any_of, glob_regex
 from spyglass.collector.flow import Flow
 
 
@@ -51,6 +52,12 @@ class _EnumClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return getattr(flow, self.attr) in self._set
+
+    def sql(self) -> Sql:
+        # The column is an Enum8 with the enum's names, so names compare directly.
+        p = Params()
+        return f"{self.attr} IN {p.add(sorted(m.name for m in self._set), 'Array(String)')}", \
+            p.values
 
 
 class VerdictClause(_EnumClause):
@@ -106,6 +113,12 @@ class ReplyClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return flow.is_reply is not None and flow.is_reply in self._set
+
+    def sql(self) -> Sql:
+        if len(self._set) > 1:
+            return "isNotNull(is_reply)", {}
+        p = Params()
+        return f"ifNull(is_reply = {p.add(next(iter(self._set)), 'Bool')}, 0)", p.values
 
     def shown(self) -> list[str]:
         return ["true" if v else "false" for v in self.values]
@@ -196,6 +209,18 @@ class EventTypeClause(Clause):
         t = flow.event_type
         return t in self._any_sub or (t, flow.event_subtype) in self._exact
 
+    def sql(self) -> Sql:
+        p = Params()
+        t = "CAST(event_type, 'Int8')"
+        parts = []
+        if self._any_sub:
+            parts.append(f"has({p.add(sorted(self._any_sub), 'Array(Int8)')}, {t})")
+        if self._exact:
+            codes = sorted(t_ * 256 + s for t_, s in self._exact)
+            parts.append(f"has({p.add(codes, 'Array(Int32)')}, "
+                         f"toInt32({t}) * 256 + event_subtype)")
+        return any_of(parts), p.values
+
 
 # -- node name ----------------------------------------------------------------
 
@@ -239,6 +264,15 @@ class NodeNameClause(Clause):
         if self._bare is not None and self._bare.match(full.partition("/")[2]):
             return True
         return self._full is not None and self._full.match(full) is not None
+
+    def sql(self) -> Sql:
+        p = Params()
+        full = (f"if(position(node_name, '/') > 0, node_name, "
+                f"concat('{DEFAULT_CLUSTER}/', node_name))")
+        bare = f"substring({full}, position({full}, '/') + 1)"
+        tests = [f"match({full if '/' in v else bare}, {p.add(glob_regex(v), 'String')})"
+                 for v in self.values]
+        return f"node_name != '' AND {any_of(tests)}", p.values
 
     def verb(self) -> str:
         return "matches"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spyglass.collector.filters.flowfilter import CompiledFilter, FlowFilter
+from spyglass.collector.filters.sql import Sql, combine
 from spyglass.collector.flow import Flow
 
 
@@ -49,6 +50,22 @@ class FilterSet:
             if f.matches(flow):
                 return False
         return True
+
+    def sql(self) -> Sql:
+        """The same selection as `matches`, as a ClickHouse WHERE fragment and its parameters.
+
+        Allow filters are ORed, deny filters ORed and negated; every fragment is
+        NULL-free, so NOT is exact.
+        """
+        allow_text, params = ("1", {}) if self._allow_all else combine(
+            (f.sql() for f in self._allow), "OR")
+        if not self._deny:
+            return allow_text, params
+        deny_text, deny_params = combine((f.sql() for f in self._deny), "OR")
+        params.update(deny_params)
+        if allow_text == "1":
+            return f"NOT ({deny_text})", params
+        return f"({allow_text}) AND NOT ({deny_text})", params
 
     def describe(self) -> str:
         """E.g. "(source pod in shop/front* AND verdict is DROPPED) OR (…) EXCEPT (…)"."""

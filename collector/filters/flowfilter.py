@@ -26,6 +26,7 @@ from spyglass.collector.filters.ip import IdentityClause, IPClause
 from spyglass.collector.filters.l4 import PortClause, ProtocolClause, TCPFlagsClause
 from spyglass.collector.filters.labels import LabelClause
 from spyglass.collector.filters.names import PodClause, ServiceClause, WorkloadClause
+from spyglass.collector.filters.sql import Sql, combine
 from spyglass.collector.flow import Flow
 
 #: FlowFilter field → (clause class, side). The order is the order of `describe`.
@@ -102,6 +103,10 @@ class FlowFilter:
         return tuple(cls(getattr(self, name), side) for name, (cls, side) in FIELDS.items()
                      if getattr(self, name))
 
+    def sql(self) -> Sql:
+        """All set fields ANDed, as ClickHouse SQL with parameters ("1" when empty)."""
+        return combine((c.sql() for c in self.clauses()), "AND")
+
     def to_dict(self) -> dict[str, Any]:
         """Hubble's FlowFilter JSON (proto field names), set fields only."""
         out: dict[str, Any] = {}
@@ -161,6 +166,9 @@ class CompiledFilter:
             if not clause.predicate(flow):
                 return False
         return True
+
+    def sql(self) -> Sql:
+        return combine((c.sql() for c in self.clauses), "AND")
 
     def describe(self) -> str:
         if not self.clauses:

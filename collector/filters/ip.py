@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.filters.sql import Params, Sql, any_of
 from spyglass.collector.flow import Flow
 
 
@@ -24,6 +25,13 @@ def _addr(text: str) -> tuple[int, int] | None:
     except ValueError:
         return None
     return a.version, int(a)
+
+
+def _v6(version: int, n: int) -> str:
+    """An address as the IPv6 column holds it (IPv4 mapped into ::ffff:0:0/96)."""
+    if version == 4:
+        return str(ipaddress.IPv6Address((0xFFFF << 32) | n))
+    return str(ipaddress.IPv6Address(n))
 
 
 class IPClause(Clause):
@@ -73,6 +81,25 @@ class IPClause(Clause):
                 return True
         return False
 
+    def sql(self) -> Sql:
+        """Tests the address family first, as `predicate` compares versions: the
+        column holds IPv4 mapped, and an IPv4 flow's address reads back as IPv4
+        exactly when it is mapped (storage/rows.py)."""
+        p = Params()
+        col = self._attr
+        mapped = (f"{col} BETWEEN toIPv6('::ffff:0.0.0.0') "
+                  f"AND toIPv6('::ffff:255.255.255.255')")
+        family = {4: f"(ip_version = 4 AND {mapped})", 6: f"NOT (ip_version = 4 AND {mapped})"}
+        parts = []
+        for version in (4, 6):
+            exact = sorted(_v6(v, n) for v, n in self._exact if v == version)
+            tests = [f"has({p.add(exact, 'Array(IPv6)')}, assumeNotNull({col}))"] if exact else []
+            tests += [f"{col} BETWEEN {p.add(_v6(v, lo), 'IPv6')} AND {p.add(_v6(v, hi), 'IPv6')}"
+                      for v, lo, hi in self._ranges if v == version]
+            if tests:
+                parts.append(f"{family[version]} AND {any_of(tests)}")
+        return f"isNotNull({col}) AND ifNull({any_of(parts)}, 0)", p.values
+
     def verb(self) -> str:
         return "in" if self._ranges else "is"
 
@@ -108,3 +135,8 @@ class IdentityClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return self._endpoint(flow).identity in self._set
+
+    def sql(self) -> Sql:
+        p = Params()
+        return (f"has({p.add(sorted(self._set), 'Array(UInt32)')}, {self.column('identity')})",
+                p.values)

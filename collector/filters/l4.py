@@ -7,6 +7,7 @@ from typing import Any
 
 from spyglass.collector.enums import TCP_FLAG_BITS, TCP_FLAG_BY_NAME, Protocol
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.filters.sql import Params, Sql, any_of
 from spyglass.collector.flow import Flow
 
 #: Protocols that carry ports; a port filter never matches ICMP (Hubble does the same).
@@ -50,6 +51,11 @@ class PortClause(Clause):
     def predicate(self, flow: Flow) -> bool:
         return flow.protocol in _PORTED and getattr(flow, self._attr) in self._set
 
+    def sql(self) -> Sql:
+        p = Params()
+        return (f"has({p.add(sorted(_PORTED), 'Array(UInt8)')}, protocol) AND "
+                f"has({p.add(sorted(self._set), 'Array(UInt16)')}, {self._attr})", p.values)
+
 
 class ProtocolClause(Clause):
     """protocol: tcp, udp, sctp, icmp (v4 or v6), icmpv4, icmpv6."""
@@ -70,6 +76,10 @@ class ProtocolClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return flow.protocol in self._set
+
+    def sql(self) -> Sql:
+        p = Params()
+        return f"has({p.add(sorted(self._set), 'Array(UInt8)')}, protocol)", p.values
 
 
 class TCPFlagsClause(Clause):
@@ -107,6 +117,12 @@ class TCPFlagsClause(Clause):
             return False
         flags = flow.tcp_flags
         return any(flags & m == m for m in self._masks)
+
+    def sql(self) -> Sql:
+        p = Params()
+        masks = [p.add(m, "UInt8") for m in self._masks]
+        return (f"protocol = {int(Protocol.TCP)} AND "
+                + any_of(f"bitAnd(tcp_flags, {m}) = {m}" for m in masks), p.values)
 
     def verb(self) -> str:
         return "include"

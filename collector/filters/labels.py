@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem
+from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
 from spyglass.collector.flow import Flow
 
 Op = Literal["=", "!=", "in", "notin", "exists", "!"]
@@ -128,6 +129,32 @@ class LabelSelector:
         else:
             index = index_labels(labels if isinstance(labels, tuple) else tuple(labels))
         return all(r.matches(index) for r in self.requirements)
+
+    def sql(self, column: str, p: Params) -> str:
+        """The selector over an Array(String) column of "source:key=value" labels."""
+        return all_of(_requirement_sql(r, column, p) for r in self.requirements)
+
+
+# A label split as `index_labels` splits it: value after the first '=', source
+# before the first ':' of the key. Byte positions suit because both are ASCII.
+_EQ = "position(l, '=')"
+_FULL_KEY = f"if({_EQ} > 0, substring(l, 1, {_EQ} - 1), l)"
+_VALUE = f"if({_EQ} > 0, substring(l, {_EQ} + 1), '')"
+_COLON = f"position({_FULL_KEY}, ':')"
+_SRC = f"if({_COLON} > 0, substring({_FULL_KEY}, 1, {_COLON} - 1), '')"
+_KEY = f"if({_COLON} > 0, substring({_FULL_KEY}, {_COLON} + 1), {_FULL_KEY})"
+
+
+def _requirement_sql(r: Requirement, column: str, p: Params) -> str:
+    key = [f"{_KEY} = {p.add(r.key, 'String')}"]
+    if r.source is not None:
+        key.append(f"{_SRC} = {p.add(r.source, 'String')}")
+    if r.op in ("exists", "!"):
+        found = f"arrayExists(l -> {all_of(key)}, {column})"
+        return found if r.op == "exists" else f"NOT {found}"
+    values = p.add(list(r.values), "Array(String)")
+    hit = f"arrayExists(l -> {all_of([*key, f'has({values}, {_VALUE})'])}, {column})"
+    return hit if r.op in ("=", "in") else f"NOT {hit}"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -284,6 +311,10 @@ class LabelClause(Clause):
     def predicate(self, flow: Flow) -> bool:
         index = index_labels(self._endpoint(flow).labels)
         return any(all(r.matches(index) for r in s.requirements) for s in self._selectors)
+
+    def sql(self) -> Sql:
+        p = Params()
+        return any_of(s.sql(self.column("labels"), p) for s in self._selectors), p.values
 
     def verb(self) -> str:
         return "matches"

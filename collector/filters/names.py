@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
 from spyglass.collector.flow import Flow, Service
 
 # Namespace and name characters Kubernetes allows (DNS labels/subdomains), leniently.
@@ -65,6 +66,19 @@ def _matcher(values: Sequence[str]) -> tuple[frozenset[str], tuple[tuple[str | N
     return whole_ns, prefixes
 
 
+def _match_sql(ns_col: str, name_col: str, whole_ns: frozenset[str],
+               prefixes: tuple[tuple[str | None, str], ...], p: Params) -> str:
+    """`_match` in SQL: a whole namespace, or an optional namespace and a name prefix."""
+    parts = []
+    if whole_ns:
+        parts.append(f"has({p.add(sorted(whole_ns), 'Array(String)')}, {ns_col})")
+    for want_ns, prefix in prefixes:
+        starts = f"startsWith({name_col}, {p.add(prefix, 'String')})"
+        parts.append(starts if want_ns is None
+                     else f"{ns_col} = {p.add(want_ns, 'String')} AND {starts}")
+    return any_of(parts)
+
+
 def _match(ns: str, name: str, whole_ns: frozenset[str],
            prefixes: tuple[tuple[str | None, str], ...]) -> bool:
     if ns in whole_ns:
@@ -95,6 +109,12 @@ class PodClause(Clause):
             return False  # world, host: not a pod at all
         return _match(ep.namespace, ep.pod_name, self._whole_ns, self._prefixes)
 
+    def sql(self) -> Sql:
+        p = Params()
+        ns, pod = self.column("namespace"), self.column("pod_name")
+        return all_of([f"({ns} != '' OR {pod} != '')",
+                       _match_sql(ns, pod, self._whole_ns, self._prefixes, p)]), p.values
+
     def verb(self) -> str:
         return "in"
 
@@ -121,6 +141,13 @@ class ServiceClause(Clause):
         if svc is None:
             return False
         return _match(svc.namespace, svc.name, self._whole_ns, self._prefixes)
+
+    def sql(self) -> Sql:
+        p = Params()
+        name = self.column("service_name")
+        test = _match_sql(self.column("service_namespace"), f"ifNull({name}, '')",
+                          self._whole_ns, self._prefixes, p)
+        return all_of([f"isNotNull({name})", test]), p.values
 
     def verb(self) -> str:
         return "in"
@@ -182,6 +209,17 @@ class WorkloadClause(Clause):
                 if (not want_name or want_name == w.name) and (not want_kind or want_kind == kind):
                     return True
         return False
+
+    def sql(self) -> Sql:
+        p = Params()
+        alternatives = []
+        for want_kind, want_name in self._wanted:
+            alternatives.append(all_of([
+                f"tupleElement(w, 'name') = {p.add(want_name, 'String')}" if want_name else "",
+                f"lowerUTF8(tupleElement(w, 'kind')) = {p.add(want_kind, 'String')}"
+                if want_kind else "",
+            ]))
+        return f"arrayExists(w -> {any_of(alternatives)}, {self.column('workloads')})", p.values
 
 
 def _split_workload(value: str) -> tuple[str, str]:

@@ -1,0 +1,79 @@
+"""One schema definition: single-node and cluster DDL, migrations, DSNs and retention."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from spyglass.collector.enums import DropReason
+from spyglass.storage import SCHEMA_VERSION, FlowStore, StoreError, ddl
+from spyglass.storage.schema import FLOW_COLUMNS, as_int8, enum8
+
+
+def _columns(statement: str) -> list[str]:
+    return re.findall(r"^    `(\w+)` ", statement, re.M)
+
+
+def test_single_node_ddl() -> None:
+    stmts = ddl(retention_days=9)
+    flows = next(s for s in stmts if ".flows\n" in s)
+    assert "ENGINE = MergeTree" in flows and "PARTITION BY toDate(time)" in flows
+    assert "TTL toDateTime(time) + INTERVAL 9 DAY" in flows
+    assert "`time` DateTime64(9, 'UTC')" in flows and "Nullable(IPv6)" in flows
+    assert _columns(flows) == [c.name for c in FLOW_COLUMNS]
+    assert any("schema_version" in s for s in stmts)
+
+
+def test_cluster_ddl_is_the_same_schema() -> None:
+    stmts = ddl(cluster="prod")
+    local = next(s for s in stmts if ".flows_local ON CLUSTER prod" in s)
+    dist = next(s for s in stmts if ".flows ON CLUSTER prod" in s)
+    assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/spyglass/flows_local'" in local
+    assert "Distributed(prod, spyglass, flows_local, cityHash64(uuid))" in dist
+    single = next(s for s in ddl() if ".flows\n" in s)
+    assert _columns(local) == _columns(single)
+
+
+@pytest.mark.parametrize(("kwargs", "why"), [
+    pytest.param({"database": "a;b"}, "database name", id="database"),
+    pytest.param({"cluster": "x y"}, "cluster name", id="cluster"),
+    pytest.param({"retention_days": 0}, "retention", id="retention"),
+])
+def test_ddl_refuses_bad_names(kwargs: dict[str, object], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        ddl(**kwargs)  # type: ignore[arg-type]
+
+
+def test_drop_reasons_are_stored_as_their_byte() -> None:
+    assert as_int8(int(DropReason.POLICY_DENIED)) == -123
+    assert "'POLICY_DENIED' = -123" in enum8(DropReason, signed_bytes=True)
+
+
+@pytest.mark.parametrize(("dsn", "why"), [
+    pytest.param("chdb://relative/path", "absolute", id="relative"),
+    pytest.param("chdb:relative", "store address", id="no-slashes"),
+    pytest.param("mysql://h/db", "not supported", id="scheme"),
+    pytest.param("http://u:p@h:8123/bad-db", "plain name", id="bad-db"),
+    pytest.param("/var/lib/x", "store address", id="bare-path"),
+])
+def test_bad_dsns(dsn: str, why: str) -> None:
+    with pytest.raises(StoreError, match=why):
+        FlowStore.open(dsn)
+
+
+def test_open_creates_migrates_and_keeps_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "store"
+    with FlowStore.open(f"chdb://{path}", retention_days=7) as s:
+        assert path.is_dir()
+        versions = s._client.query("SELECT version FROM schema_version").result_rows
+        assert versions == [(SCHEMA_VERSION,)]
+    with FlowStore.open(f"chdb://{path}", retention_days=3) as s:  # reopen: no new version row
+        assert s._client.query("SELECT count() FROM schema_version").result_rows == [(1,)]
+        engine = s._client.query("SELECT engine_full FROM system.tables WHERE database = "
+                                 "'spyglass' AND name = 'flows'").result_rows[0][0]
+        assert "3" in re.search(r"TTL[^S]*", engine).group(0)  # type: ignore[union-attr]
+        s._client.command("INSERT INTO schema_version (version, description) VALUES (99, 'x')")
+    with pytest.raises(StoreError, match="upgrade Spyglass"):
+        FlowStore.open(f"chdb://{path}")
