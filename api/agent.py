@@ -22,22 +22,30 @@ from typing import Any
 
 from rich.console import Console
 
+from spyglass.api.metrics import FlowMetrics
+from spyglass.api.policies import PodView, PolicyManager
 from spyglass.bpf.datapath import Datapath, DatapathEndpoint, DatapathError
 from spyglass.bpf.datapath import cleanup as bpf_cleanup
-from spyglass.collector.collector import Collector
+from spyglass.bpf.policy.parse import PolicyError, parse_policies
+from spyglass.bpf.policy.types import CompiledPolicy
+from spyglass.collector.collector import BatchHook, Collector
 from spyglass.collector.decoder import Decoder
 from spyglass.collector.enrich import Enricher
+from spyglass.collector.flow import Flow
 from spyglass.collector.perf import PerfReader
 from spyglass.collector.ring import FlowRing
 from spyglass.lab.errors import LabError
 from spyglass.lab.lab import Lab
-from spyglass.lab.manifest import load_manifest
+from spyglass.lab.manifest import Manifest, load_manifest
 from spyglass.lab.model import LabPod
 from spyglass.lab.state import teardown_from_state
+from spyglass.storage import FlowStore, StoreError, StoreWriter, store_hook
 
 STATE_DIR = "/run/spyglass"
 PIN_DIR = "/sys/fs/bpf/spyglass"
 VERSION = "0.1.0"
+DEFAULT_STORE = "chdb:///var/lib/spyglass/flows"
+UI_DIR = str(resources.files("spyglass.ui").joinpath("static"))
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,18 @@ class AgentOptions:
     pin_dir: str = PIN_DIR
     prefix: str = "sg"
     link_prefix: str = "lxc"
+    policy_audit: bool = False
+    policy_audit_namespaces: frozenset[str] = frozenset()
+    store: str | None = DEFAULT_STORE   # None: no history (the ring only)
+    retention_days: int = 7
+    writer_max_rows: int = 1_000_000
+    token: str | None = None
+    metrics_public: bool = False
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+POLICY_KINDS = ("NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 
 
 def demo_manifest_path() -> str:
@@ -83,12 +103,26 @@ class Agent:
         self.datapath: Datapath | None = None
         self.collector: Collector | None = None
         self.timings: dict[str, float] = {}
+        self.manifest: Manifest | None = None
+        self.store: FlowStore | None = None
+        self.store_dsn = opts.store or ""
+        self.writer: StoreWriter | None = None
+        self.metrics = FlowMetrics()
+        self.policies = PolicyManager(self._pod_views, self._load_policy,
+                                      audit_namespaces=opts.policy_audit_namespaces,
+                                      audit_all=opts.policy_audit)
 
     def start(self, log: Callable[[str], None] = lambda s: None) -> None:
         t0 = time.monotonic()
         path = demo_manifest_path() if self.opts.demo else self.opts.manifest
         assert path is not None
-        manifest = load_manifest(path)
+        manifest = self.manifest = load_manifest(path)
+        policy_docs = [o for kind in POLICY_KINDS for o in manifest.objects_of(kind)]
+        parse_policies(policy_docs, path)  # refuse bad policy before touching the host
+        if self.opts.store:
+            log(f"opening the flow store {self.opts.store}")
+            self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days)
+            self.writer = StoreWriter(self.store, max_rows=self.opts.writer_max_rows)
         self.lab = Lab(manifest, pod_cidr=self.opts.pod_cidr, prefix=self.opts.prefix,
                        link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir)
         log(f"compiling the datapath (aggregation {self.opts.aggregation})")
@@ -108,12 +142,43 @@ class Agent:
             self.datapath.upsert_endpoint(DatapathEndpoint(
                 ifindex=pod.host_ifindex, ifname=pod.host_ifname, ep_id=pod.ep_id,
                 identity=pod.identity, ipv4=pod.ip))
+        assert self.manifest is not None
+        docs = [o for kind in POLICY_KINDS for o in self.manifest.objects_of(kind)]
+        self.policies.load_objects(docs, self.manifest.source)
+        for pod in pods:
             self.datapath.attach(pod.host_ifindex)
         enricher = Enricher(endpoints=self.lab, identities=self.lab,
-                            interfaces=_LabInterfaces(pods), node_name=self.node_name)
+                            interfaces=_LabInterfaces(pods), node_name=self.node_name,
+                            policies=self.policies)
+        hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
+        lost_sources = []
+        if self.writer is not None:
+            hooks.append(store_hook(self.writer, enricher))
+            lost_sources.append(self.writer.lost_events)  # STORE losses join the stream
         self.collector = Collector(PerfReader(self.datapath.events_map_fd), Decoder(), enricher,
-                                   self.ring, submit_failures=self.datapath.submit_failures)
+                                   self.ring, submit_failures=self.datapath.submit_failures,
+                                   on_batch=hooks, lost_sources=lost_sources)
         self.collector.start()
+
+    def _pod_views(self) -> list[PodView]:
+        """The running pods as policy sees them (identities, labels, named ports)."""
+        if self.lab is None or self.manifest is None:
+            return []
+        ports: dict[str, dict[str, tuple[str, int]]] = {}
+        for mpod in self.manifest.pods:
+            ports[mpod.ref] = {p.name: (p.protocol, p.container_port)
+                               for c in mpod.containers for p in c.ports if p.name}
+        return [PodView(p.namespace, p.name, p.ip, p.identity, p.identity_labels,
+                        ports.get(p.ref, {})) for p in self.lab.pods]
+
+    def _load_policy(self, compiled: CompiledPolicy) -> object:
+        if self.datapath is None:
+            raise DatapathError("the datapath is not running")
+        return self.datapath.load_policy(compiled)
+
+    def flow_by_uuid(self, uuid: str) -> Flow | None:
+        found = self.ring.last(1, predicate=lambda e: isinstance(e, Flow) and e.uuid == uuid)
+        return found[0] if found and isinstance(found[0], Flow) else None
 
     def stop(self) -> list[str]:
         """Tear down in reverse order; returns the errors met (teardown goes on past them)."""
@@ -123,6 +188,10 @@ class Agent:
             steps.append(("collector", self.collector.stop))
         if self.datapath is not None:
             steps.append(("datapath", self.datapath.close))
+        if self.writer is not None:
+            steps.append(("store writer", self.writer.close))
+        if self.store is not None:
+            steps.append(("store", self.store.close))
         if self.lab is not None:
             steps.append(("lab", self.lab.down))
         for name, step in steps:
@@ -131,7 +200,15 @@ class Agent:
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
         self.collector = self.datapath = self.lab = None
+        self.writer = None
+        self.store = None
         return errors
+
+    def writer_stats(self) -> dict[str, Any]:
+        return self.writer.stats() if self.writer is not None else {}
+
+    def live_namespaces(self) -> list[str]:
+        return sorted({p.namespace for p in self.lab.pods}) if self.lab is not None else []
 
     def status(self) -> dict[str, Any]:
         stats: dict[str, Any] = (self.collector.stats()
@@ -146,8 +223,12 @@ class Agent:
 def run_agent(opts: AgentOptions, console: Console) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     from spyglass.api.app import create_app
+    from spyglass.api.auth import AuthConfig, check_listen_security, token_from_env
+    from spyglass.api.policy_routes import policy_router
     from spyglass.api.serve import make_server
 
+    token = token_from_env(opts.token)
+    check_listen_security(opts.host, token)
     _check_listen(opts.host, opts.port)
     owner = os.getpid()
     agent = Agent(opts)
@@ -155,9 +236,13 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
-        app = create_app(agent)
-        server = make_server(app, opts.host, opts.port)
-        url = f"http://{opts.host}:{opts.port}"
+        app = create_app(agent, ui_dir=UI_DIR, metrics=agent.metrics,
+                         auth=AuthConfig(token, opts.metrics_public), tls=bool(opts.tls_cert),
+                         routers=[policy_router(agent.policies, agent.flow_by_uuid)])
+        server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
+                             ssl_keyfile=opts.tls_key)
+        scheme = "https" if opts.tls_cert else "http"
+        url = f"{scheme}://{opts.host}:{opts.port}"
         console.print(f"[bold green]spyglass is up[/] in {agent.timings['ready_s']:.1f}s: "
                       f"{len(agent.lab.pods) if agent.lab else 0} pods, API at {url}")
         console.print("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
@@ -166,7 +251,7 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
-    except (LabError, DatapathError, ValueError) as exc:
+    except (LabError, DatapathError, PolicyError, StoreError, ValueError) as exc:
         console.print(f"[red]error[/]: {exc}")
         return 1
     finally:

@@ -1,8 +1,9 @@
-"""The FastAPI app: status, flow history from the ring, and the live stream.
+"""The FastAPI app: status, nodes, flows (ring and history), the live stream and /metrics.
 
 `create_app` takes a `FlowSource` instead of building one, so the agent, tests
 and a future multi-node relay can all serve the same endpoints. Blocking ring
-scans run in the thread pool, never on the event loop that feeds live streams.
+scans and store queries run in the thread pool, never on the event loop that
+feeds live streams. Aggregations and import live in `api/queries.py`.
 """
 
 from __future__ import annotations
@@ -10,17 +11,35 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from importlib import metadata
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from spyglass.api.errors import install_error_handlers
-from spyglass.api.models import ErrorResponse, FlowsResponse, StatusResponse
-from spyglass.api.params import parse_flow_query
-from spyglass.api.source import FlowSource, RateMeter, RingReader
+from spyglass.api.auth import AuthConfig, AuthMiddleware
+from spyglass.api.errors import ApiError, install_error_handlers
+from spyglass.api.history import NO_STORE, events_in_order, history_page
+from spyglass.api.metrics import CONTENT_TYPE, FlowMetrics
+from spyglass.api.models import (
+    ErrorResponse,
+    FlowsResponse,
+    NodeModel,
+    NodesResponse,
+    StatusResponse,
+    StoreStatus,
+)
+from spyglass.api.params import encode_cursor, parse_flow_query
+from spyglass.api.queries import router as queries_router
+from spyglass.api.source import (
+    FlowSource,
+    RateMeter,
+    RingReader,
+    source_store,
+    source_store_dsn,
+    source_writer_stats,
+)
 from spyglass.api.stream import StreamHub, serve_stream
 from spyglass.collector.enums import LostEventSource
 from spyglass.collector.flow import Event, LostEvent, event_to_response
@@ -28,8 +47,11 @@ from spyglass.collector.flow import Event, LostEvent, event_to_response
 API = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad parameter or filter"},
+    401: {"model": ErrorResponse, "description": "missing or wrong token"},
     500: {"model": ErrorResponse, "description": "server fault"},
 }
+_HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 503: {"model": ErrorResponse, "description": "no store, or the store is down"}}
 _FIRST_CHUNK = 4096
 
 
@@ -40,13 +62,21 @@ def package_version() -> str:
         return "unknown"
 
 
-def create_app(source: FlowSource, *, ui_dir: str | None = None) -> FastAPI:
+def create_app(source: FlowSource, *, ui_dir: str | None = None,
+               auth: AuthConfig | None = None, metrics: FlowMetrics | None = None,
+               tls: bool = False, routers: Sequence[APIRouter] = ()) -> FastAPI:
     """Build the API over `source`; serve the static UI at `/` when `ui_dir` exists.
 
     `app.state.streams` is the `StreamHub`: call its `shutdown()` before stopping
     the server so that live clients get a normal close (1000), not uvicorn's 1012.
+    `app.state.metrics` is the `FlowMetrics` whose `observe(flows)` the agent
+    calls per enriched batch (pass your own to wire it before the app exists).
+    `routers` (e.g. policy routes) are included before the UI is mounted at `/`,
+    which would otherwise shadow anything added later.
     """
     hub = StreamHub()
+    auth = auth or AuthConfig()
+    metrics = metrics or FlowMetrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -56,46 +86,119 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None) -> FastAPI:
     app = FastAPI(
         title="Spyglass",
         version=package_version(),
-        description="Flow observability for Linux: live flows, history and status.",
+        description="Flow observability for Linux: live flows, history, aggregations and "
+                    "status. With a token set, send `Authorization: Bearer <token>`.",
         lifespan=lifespan,
     )
     rate = RateMeter()
     started_ns = time.time_ns()
     app.state.source = source
     app.state.streams = hub
+    app.state.auth = auth
+    app.state.metrics = metrics
+    app.add_middleware(AuthMiddleware, config=auth)
     install_error_handlers(app)
+    metrics.add_state(lambda: {"lost_events": lost_totals(source, hub),
+                               "writer": source_writer_stats(source) or {}})
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERRORS,
              tags=["status"])
     def status() -> StatusResponse:
-        """Ring occupancy, flow rate, lost events and the agent's own counters."""
+        """Ring occupancy, flow rate, lost events, the store and the agent's own counters."""
         return build_status(source, hub, rate, started_ns)
 
-    @app.get(f"{API}/flows", response_model=FlowsResponse, responses=_ERRORS, tags=["flows"])
-    def flows(request: Request) -> JSONResponse:
-        """The newest `last` (default 20) or oldest `first` flows in the ring that match.
+    @app.get(f"{API}/nodes", response_model=NodesResponse, responses=_ERRORS, tags=["status"])
+    def nodes(request: Request) -> NodesResponse:
+        """This node as `hubble list nodes` shows nodes (one agent serves one node)."""
+        st = build_status(source, hub, rate, started_ns)
+        server = request.url.netloc
+        return NodesResponse(nodes=[NodeModel(
+            name=st.node_name, version=st.version, address=server,
+            tls={"enabled": tls, "server_name": request.url.hostname or ""},
+            uptime_ns=st.uptime_ns, num_flows=st.num_flows, max_flows=st.max_flows,
+            seen_flows=st.seen_flows, flows_rate=st.flows_rate)])
 
-        Every other query parameter is a filter with the CLI's flag names, in
-        order (`from-pod=shop/frontend`, `not-verdict=FORWARDED`, `allowlist={...}`).
-        Lost events are never filtered out.
+    @app.get(f"{API}/flows", response_model=FlowsResponse, responses=_HISTORY_ERRORS,
+             tags=["flows"])
+    def flows(request: Request) -> JSONResponse:
+        """Flows that match, oldest first: from the ring, or with `since`/`until` from history.
+
+        Without a range: the newest `last` (default 20) or oldest `first` flows
+        in memory. With `since` (`5m`, `1h30m`, RFC3339) and/or `until`: the
+        store's flows merged with the newest in memory, `first` (the default,
+        1000 per page) or `last` N of the range, and `next` to pass as `after`
+        for the following page. Every other query parameter is a filter with the
+        CLI's flag names, in order (`from-pod=shop/frontend`,
+        `not-verdict=FORWARDED`, `allowlist={...}`). Lost events in memory are
+        never filtered out.
         """
         ring = source.ring
         query = parse_flow_query(request.query_params.multi_items(), capacity=ring.capacity)
+        node = source.node_name
+        if query.history:
+            store = source_store(source)
+            if store is None:
+                raise ApiError(503, NO_STORE)
+            page, cursor = history_page(store, ring, query.filters, since_ns=query.since_ns,
+                                        until_ns=query.until_ns, limit=query.number,
+                                        order=query.order, after=query.after)
+            events: list[Event] = events_in_order(page, query.order)
+            nxt = encode_cursor(query.order, cursor) if cursor is not None else None
+            return JSONResponse({"flows": [event_to_response(ev, node) for ev in events],
+                                 "next": nxt})
         if query.first:
             events = first_events(ring, query.number, query.predicate())
         else:
             events = ring.last(query.number, query.predicate()) if query.number else []
-        node = source.node_name
-        return JSONResponse({"flows": [event_to_response(ev, node) for ev in events]})
+        return JSONResponse({"flows": [event_to_response(ev, node) for ev in events],
+                             "next": None})
 
     @app.websocket(f"{API}/flows/stream")
     async def stream(ws: WebSocket) -> None:
-        """Backlog (`last`, default 0) then live events; same filters as GET /flows."""
-        await serve_stream(ws, source, hub)
+        """Backlog (`last`) or history (`since`), then live events; filters as GET /flows."""
+        await serve_stream(ws, source, hub, auth)
 
+    @app.get("/metrics", tags=["status"], response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE: {}},
+                              "description": "Prometheus text exposition"}, **_ERRORS})
+    def prometheus() -> Response:
+        """Hubble's flow metrics under `spyglass_`, losses and the store writer."""
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
+
+    app.include_router(queries_router, prefix=API)
+    for extra in routers:
+        app.include_router(extra)
     if ui_dir and os.path.isdir(ui_dir):
         app.mount("/", StaticFiles(directory=ui_dir, html=True), name="ui")
     return app
+
+
+def lost_totals(source: FlowSource, hub: StreamHub) -> dict[str, int]:
+    """Every loss by source name: the agent's, the ring laps and slow clients, the store's."""
+    lost = _lost_by_source(dict(source.status()).get("lost_events"))
+    _add(lost, LostEventSource.HUBBLE_RING_BUFFER, hub.ring_lost)
+    _add(lost, LostEventSource.CLIENT_QUEUE, hub.client_lost)
+    writer = source_writer_stats(source) or {}
+    if "STORE" not in lost:
+        _add(lost, LostEventSource.STORE, int(writer.get("lost") or 0))
+    return lost
+
+
+def _add(lost: dict[str, int], source: LostEventSource, n: int) -> None:
+    if n:
+        lost[source.name] = lost.get(source.name, 0) + n
+
+
+def store_status(source: FlowSource) -> StoreStatus:
+    """The store part of status: kind and address, then whatever the writer reports."""
+    dsn = source_store_dsn(source)
+    has_store = source_store(source) is not None
+    kind = dsn.split("://", 1)[0] if dsn and "://" in dsn else ("unknown" if has_store else None)
+    writer = source_writer_stats(source) or {}
+    fields: dict[str, Any] = {"kind": kind, "dsn": dsn}
+    for key, value in writer.items():
+        fields["up" if key == "store_up" else key] = value
+    return StoreStatus(**fields)
 
 
 def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter,
@@ -104,7 +207,8 @@ def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter,
 
     Occupancy and capacity come from the ring; seen flows and the rate from the
     agent when it reports them (its counts exclude lost-event records); lost
-    events add the ring laps that live clients suffered.
+    events add the ring laps and client-queue drops that live clients suffered,
+    and the store writer's drops.
     """
     ring = source.ring
     extra: dict[str, Any] = dict(source.status())
@@ -112,10 +216,7 @@ def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter,
     seen = int(extra.pop("seen_flows", ring.seen))
     measured = rate.sample(seen)
     flows_rate = extra.pop("flows_rate", None)
-    lost = _lost_by_source(extra.pop("lost_events", None))
-    if hub.ring_lost:
-        name = LostEventSource.HUBBLE_RING_BUFFER.name
-        lost[name] = lost.get(name, 0) + hub.ring_lost
+    extra.pop("lost_events", None)
     fields: dict[str, Any] = {
         "num_flows": len(ring),
         "max_flows": ring.capacity,
@@ -124,10 +225,11 @@ def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter,
         "uptime_ns": int(extra.pop("uptime_ns", time.time_ns() - started_ns)),
         "node_name": source.node_name,
         "version": str(extra.pop("version", package_version())),
-        "lost_events": lost,
+        "lost_events": lost_totals(source, hub),
         "connected_clients": hub.active,
+        "store": store_status(source),
     }
-    for key in ("num_flows", "max_flows", "node_name", "connected_clients"):
+    for key in ("num_flows", "max_flows", "node_name", "connected_clients", "store"):
         extra.pop(key, None)
     return StatusResponse(**fields, **extra)
 

@@ -66,9 +66,27 @@ class GetFlowsResponse(BaseModel):
 
 
 class FlowsResponse(BaseModel):
-    """`GET /api/v1/flows`: events oldest first."""
+    """`GET /api/v1/flows`: events oldest first; `next` continues a history query."""
 
     flows: list[GetFlowsResponse]
+    next: str | None = Field(None, description="pass as after=… for the next page (history "
+                                                "only); null when there is nothing more")
+
+
+class StoreStatus(BaseModel):
+    """The flow store and its writer, as `spyglass status` shows them."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str | None = Field(None, description="chdb, http or https; null without a store")
+    dsn: str | None = Field(None, description="the store's address, password removed")
+    up: bool | None = Field(None, description="whether the last write succeeded")
+    queued_rows: int | None = Field(None, description="flows waiting to be written")
+    lag_s: float | None = Field(None, description="age of the oldest unwritten flow")
+    written: int | None = None
+    lost: int | None = Field(None, description="flows dropped past the writer's bound (STORE)")
+    retries: int | None = None
+    last_error: str | None = None
 
 
 class StatusResponse(BaseModel):
@@ -86,6 +104,71 @@ class StatusResponse(BaseModel):
     lost_events: dict[str, int] = Field(
         default_factory=dict, description="events lost so far, by source")
     connected_clients: int = Field(0, description="live WebSocket streams")
+    store: StoreStatus | None = Field(None, description="the flow store and its writer")
+
+
+class NodeModel(BaseModel):
+    """One node, as `hubble list nodes` shows it."""
+
+    name: str
+    state: Literal["NODE_CONNECTED", "NODE_UNAVAILABLE"] = "NODE_CONNECTED"
+    version: str
+    address: str = ""
+    tls: dict[str, Any] = Field(default_factory=dict)
+    uptime_ns: int
+    num_flows: int
+    max_flows: int
+    seen_flows: int
+    flows_rate: float
+
+
+class NodesResponse(BaseModel):
+    nodes: list[NodeModel]
+
+
+class NamespaceModel(BaseModel):
+    """A namespace seen in stored flows, or with pods live now (or both)."""
+
+    namespace: str
+    cluster: str = ""
+    stored: bool = Field(description="has flows in the store in the time range")
+    live: bool = Field(description="has pods now (the lab's)")
+
+
+class NamespacesResponse(BaseModel):
+    namespaces: list[NamespaceModel]
+
+
+class ColumnModel(BaseModel):
+    name: str
+    type: str = Field(description="int, float, bool, datetime (RFC3339), string, list, object")
+
+
+class TableResponse(BaseModel):
+    """An aggregation's DataFrame: typed columns and one object per row."""
+
+    columns: list[ColumnModel]
+    records: list[dict[str, Any]]
+    since: str | None = Field(None, description="the range's start (RFC3339), if any")
+    until: str | None = Field(None, description="the range's end (RFC3339), if any")
+
+
+class SqlRequest(BaseModel):
+    """`POST /api/v1/query/sql`: one read-only SELECT on the flows tables."""
+
+    sql: str = Field(min_length=1, max_length=20000)
+    limit: int = Field(1000, ge=1, le=100000)
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+
+class ImportResponse(BaseModel):
+    """What `POST /api/v1/flows/import` stored."""
+
+    imported: int
+    skipped: int = Field(description="lines that were not flows (lost events, node status…)")
+    approximated: int = Field(description="flows with names Spyglass does not know, "
+                                          "stored as UNKNOWN")
+    lines: int
 
 
 class ErrorResponse(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -36,28 +37,61 @@ class SpyglassServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+#: Hubble-like keepalive: a ping every 15 s, and a client that does not answer in 20 s is gone.
+WS_PING_INTERVAL_S = 15.0
+WS_PING_TIMEOUT_S = 20.0
+
+
+class TlsError(ValueError):
+    """The certificate or key given for HTTPS cannot be used."""
+
+
+def check_tls(cert: str | None, key: str | None) -> None:
+    """Both or neither, both readable, and a key that matches the certificate."""
+    if not cert and not key:
+        return
+    if not cert or not key:
+        missing = "--tls-cert" if not cert else "--tls-key"
+        raise TlsError(f"HTTPS needs both --tls-cert and --tls-key; {missing} is missing")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except FileNotFoundError as exc:
+        raise TlsError(f"cannot read {exc.filename}: give the path of a PEM file") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsError(f"cannot use --tls-cert {cert} with --tls-key {key} ({exc}); both must "
+                       "be PEM and the key must belong to the certificate") from None
+
+
 def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 4245, *,
-                log_level: str = "warning", grace_s: float = 1.0) -> SpyglassServer:
+                log_level: str = "warning", grace_s: float = 1.0,
+                ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+                ) -> SpyglassServer:
     """A server for an app made by `create_app` (it needs `app.state.streams`).
 
     The sans-I/O websockets protocol is chosen explicitly: uvicorn's default
-    implementation uses the deprecated `websockets.legacy` API.
+    implementation uses the deprecated `websockets.legacy` API. With a
+    certificate and key it serves HTTPS and WSS only.
     """
+    check_tls(ssl_certfile, ssl_keyfile)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
-                            ws="websockets-sansio")
+                            ws="websockets-sansio", ws_ping_interval=WS_PING_INTERVAL_S,
+                            ws_ping_timeout=WS_PING_TIMEOUT_S, ssl_certfile=ssl_certfile,
+                            ssl_keyfile=ssl_keyfile)
     return SpyglassServer(config, app.state.streams, grace_s=grace_s)
 
 
 @contextlib.contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,
-                    grace_s: float = 1.0, start_timeout_s: float = 10.0
+                    grace_s: float = 1.0, start_timeout_s: float = 10.0,
+                    ssl_certfile: str | None = None, ssl_keyfile: str | None = None
                     ) -> Iterator[tuple[SpyglassServer, str]]:
     """Serve `app` from a daemon thread; yields the server and its base URL.
 
     `port=0` picks a free port, which keeps parallel test runs apart. Leaving
     the block stops the server the normal way (streams get 1000) and joins it.
     """
-    server = make_server(app, host, port, grace_s=grace_s)
+    server = make_server(app, host, port, grace_s=grace_s, ssl_certfile=ssl_certfile,
+                         ssl_keyfile=ssl_keyfile)
     thread = threading.Thread(target=server.run, name="spyglass-api", daemon=True)
     thread.start()
     try:
@@ -68,7 +102,8 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,
                                    "is the port already in use?")
             time.sleep(0.01)
         bound = server.servers[0].sockets[0].getsockname()[1]
-        yield server, f"http://{host}:{bound}"
+        scheme = "https" if ssl_certfile else "http"
+        yield server, f"{scheme}://{host}:{bound}"
     finally:
         server.should_exit = True
         thread.join(timeout=start_timeout_s)

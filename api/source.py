@@ -11,10 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from spyglass.collector.flow import Event
+from spyglass.collector.filters import FilterSet
+from spyglass.collector.flow import Event, Flow
+
+#: A position in time-ordered history: (time_ns, uuid) of the last flow returned.
+Cursor = tuple[int, str]
 
 
 class RingReader(Protocol):
@@ -53,6 +57,79 @@ class FlowSource(Protocol):
     def node_name(self) -> str: ...
 
     def status(self) -> Mapping[str, Any]: ...
+
+    # Optional members, read with getattr by the helpers below:
+    #   store: HistoryStore | None       history (since/until, aggregations, import)
+    #   store_dsn: str                   shown (without password) in status
+    #   writer_stats() -> dict           StoreWriter.stats(): queued_rows, lag_s, written,
+    #                                    lost, retries, last_error, store_up
+    #   live_namespaces() -> list[str]   namespaces with pods now (the lab's)
+
+
+class HistoryStore(Protocol):
+    """What the API uses of `storage.FlowStore` (the agent's store, or a test double).
+
+    Every method may raise `storage.StoreError` (a RuntimeError) when the store
+    refuses or is down; the API turns that into a 400 or 503 with its reason.
+    """
+
+    def query_flows(self, filters: FilterSet, *, since_ns: int | None, until_ns: int | None,
+                    limit: int, order: str = "desc", after: Cursor | None = None
+                    ) -> tuple[list[Flow], Cursor | None]: ...
+
+    def count(self, filters: FilterSet, since_ns: int | None, until_ns: int | None) -> int: ...
+
+    def service_map(self, *, since_ns: int | None, until_ns: int | None,
+                    namespaces: Sequence[str] = ()) -> Any: ...
+
+    def drops(self, *, since_ns: int | None, until_ns: int | None, by: str = "reason",
+              namespaces: Sequence[str] = (), limit: int = 100) -> Any: ...
+
+    def top(self, *, since_ns: int | None, until_ns: int | None, by: str = "source",
+            metric: str = "flows", limit: int = 20) -> Any: ...
+
+    def timeseries(self, filters: FilterSet, *, since_ns: int | None, until_ns: int | None,
+                   bucket_s: float) -> Any: ...
+
+    def namespaces(self, *, since_ns: int | None, until_ns: int | None) -> Any: ...
+
+    def sql(self, text: str, *, limit: int, timeout_s: float) -> Any: ...
+
+    def insert_arrow(self, table: Any) -> Any: ...
+
+
+def source_store(source: object) -> HistoryStore | None:
+    """The source's store, if it has one: `store` is optional on a FlowSource."""
+    return getattr(source, "store", None)
+
+
+def source_writer_stats(source: object) -> dict[str, Any] | None:
+    """`writer_stats()` of the source (StoreWriter.stats()), or None without a writer."""
+    fn = getattr(source, "writer_stats", None)
+    if fn is None:
+        return None
+    stats = fn()
+    return dict(stats) if stats is not None else None
+
+
+def source_live_namespaces(source: object) -> list[str]:
+    """Namespaces the source knows are live now (the lab's pods), if it says."""
+    fn = getattr(source, "live_namespaces", None)
+    return sorted(set(fn())) if fn is not None else []
+
+
+def source_store_dsn(source: object) -> str | None:
+    """The store's DSN with any password removed (status shows it)."""
+    dsn = getattr(source, "store_dsn", None)
+    if not dsn:
+        return None
+    text = str(dsn)
+    if "@" in text and "://" in text:
+        scheme, rest = text.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    return text
 
 
 class RateMeter:

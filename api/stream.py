@@ -1,14 +1,22 @@
-"""The live flow stream: one WebSocket per client, each with its own ring cursor.
+"""The live flow stream: one WebSocket per client, each with its own cursor and queue.
 
 Every client reads the shared ring from its own sequence number, so the
-collector never waits for anyone: a client that reads too slowly is overtaken
-by the writer and gets the ring's `LostEvent` (HUBBLE_RING_BUFFER) inline, and
-nobody else notices. Nothing is queued per client beyond one bounded batch, and
-`send` awaiting on a slow socket simply stops that client's reads.
+collector never waits for anyone. Reading and sending are split: a reader task
+moves the client's events from the ring into a bounded per-client queue, and
+the sender drains that queue into the socket. When the socket is slow, the
+queue fills and the reader drops events, and the client gets one `LostEvent`
+(CLIENT_QUEUE) in their place, in order. If the reader itself is lapped by
+the ring, the ring's own marker (HUBBLE_RING_BUFFER) says so. Either way the
+loss is told and counted, and nobody else notices.
 
-Close codes: 1008 for a bad request (the JSON error envelope is sent first,
-since a close reason is limited to 123 bytes), 1011 for a server fault, 1000
-when the server shuts down through `StreamHub.shutdown()`.
+`since` streams history from the store first, then switches to the ring with
+neither a gap nor a duplicate (see `_history_then_ring`).
+
+Close codes: 1000 when the server shuts down (after what was written), 1008
+for a bad request or a missing token (the JSON error envelope is sent first,
+since a close reason is limited to 123 bytes), 1011 for a server fault or a
+store that cannot serve the history. uvicorn pings every 15 s (`serve.py`)
+and drops a client that does not answer.
 """
 
 from __future__ import annotations
@@ -18,14 +26,18 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 from typing import TypeGuard
 
+from spyglass.api.auth import SUBPROTOCOL, UNAUTHORIZED, AuthConfig, ws_token
 from spyglass.api.errors import ApiError, error_body
-from spyglass.api.params import parse_flow_query
-from spyglass.api.source import FlowSource
+from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
+from spyglass.api.params import FlowQuery, parse_flow_query
+from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_store
 from spyglass.collector.enums import LostEventSource
 from spyglass.collector.filters import FilterError
-from spyglass.collector.flow import Event, LostEvent, event_to_response
+from spyglass.collector.flow import Event, Flow, LostEvent, event_to_response
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -36,6 +48,12 @@ BATCH = 512
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR = 1000, 1008, 1011
 #: A live stream sends no backlog unless asked (Hubble's `observe -f` without --last).
 STREAM_DEFAULT_LAST = 0
+#: Events one client may have waiting to be sent; past it they become CLIENT_QUEUE losses.
+CLIENT_QUEUE_SIZE = 4096
+#: History is read in pages of this many flows before the stream switches to live.
+HISTORY_PAGE = 5000
+#: Uuids remembered to skip ring flows the history already sent (bounds memory).
+DEDUPE_MAX = 200_000
 
 
 class StreamHub:
@@ -50,6 +68,7 @@ class StreamHub:
         self._cond = threading.Condition()
         self._active = 0
         self._ring_lost = 0
+        self._client_lost = 0
 
     @property
     def ring_lost(self) -> int:
@@ -60,6 +79,16 @@ class StreamHub:
     def record_ring_lost(self, n: int) -> None:
         with self._cond:
             self._ring_lost += n
+
+    @property
+    def client_lost(self) -> int:
+        """Events dropped from slow clients' queues (CLIENT_QUEUE)."""
+        with self._cond:
+            return self._client_lost
+
+    def record_client_lost(self, n: int) -> None:
+        with self._cond:
+            self._client_lost += n
 
     @property
     def active(self) -> int:
@@ -103,10 +132,86 @@ def close_reason(message: str) -> str:
     return data[:120].decode(errors="ignore") + "..."
 
 
-async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> None:
-    """Run one client's stream: backlog, then live events, until either side stops."""
-    await ws.accept()
+
+
+class ClientQueue:
+    """A bounded FIFO of one client's events that reports its own overflow in line.
+
+    Only the event loop touches it (the reader task and the sender), so it
+    needs no lock. One slot past `maxsize` is kept for the loss marker, so a
+    gap is always reported where it happened, even when the queue is full.
+    """
+
+    def __init__(self, hub: StreamHub, maxsize: int = CLIENT_QUEUE_SIZE) -> None:
+        if maxsize < 1:
+            raise ValueError(f"a client queue needs room for at least 1 event, got {maxsize}")
+        self.hub = hub
+        self.maxsize = maxsize
+        self._items: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self.dropped = 0  # dropped since the last marker
+        self.closed = False
+        self.error: BaseException | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def offer(self, ev: Event) -> bool:
+        """Queue `ev`, or drop and count it when the client is too far behind."""
+        self.flush_marker()
+        if self.dropped or len(self._items) >= self.maxsize:
+            self.dropped += 1
+            self.hub.record_client_lost(1)
+            return False
+        self._items.append(ev)
+        self._ready.set()
+        return True
+
+    def flush_marker(self) -> None:
+        """Put the CLIENT_QUEUE marker in as soon as there is room again."""
+        if self.dropped and len(self._items) < self.maxsize:
+            self._items.append(LostEvent(time_ns=time.time_ns(),
+                                         source=LostEventSource.CLIENT_QUEUE,
+                                         num_events_lost=self.dropped))
+            self.dropped = 0
+            self._ready.set()
+
+    def close(self, error: BaseException | None = None) -> None:
+        """No more events: the sender drains what is queued, then stops (raising `error`)."""
+        self.closed = True
+        if error is not None and self.error is None:
+            self.error = error
+        self._ready.set()
+
+    async def get(self) -> Event | None:
+        """The next event, or None once closed and drained."""
+        while not self._items:
+            if self.closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+
+class RingSkip:
+    """Which ring events a new reader must not send again, until it passes `until_seq`."""
+
+    def __init__(self, until_seq: int, test: Callable[[Event], bool]) -> None:
+        self.until_seq = until_seq
+        self.test = test
+
+
+async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub,
+                       auth: AuthConfig | None = None) -> None:
+    """Run one client's stream: optional history or backlog, then live events."""
+    config = auth or AuthConfig()
+    token, via_protocol = ws_token({k.lower(): v for k, v in ws.headers.items()},
+                                   dict(ws.query_params))
+    await ws.accept(subprotocol=SUBPROTOCOL if via_protocol else None)
     try:
+        if config.protects(ws.url.path) and not config.allows(token):
+            await _refuse(ws, 401, UNAUTHORIZED, CLOSE_POLICY)
+            return
         await _stream(ws, source, hub)
     except WebSocketDisconnect:
         pass
@@ -115,18 +220,35 @@ async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> Non
         await _close(ws, CLOSE_ERROR, f"internal error: {type(exc).__name__}: {exc}")
 
 
+async def _refuse(ws: WebSocket, status: int, message: str, code: int) -> None:
+    await ws.send_text(json.dumps(error_body(status, message)))
+    await _close(ws, code, message)
+
+
+def _parse(ws: WebSocket, source: FlowSource) -> FlowQuery:
+    query = parse_flow_query(ws.query_params.multi_items(), capacity=source.ring.capacity,
+                             default_last=STREAM_DEFAULT_LAST)
+    if query.first and query.counted:
+        raise ApiError(400, "first cannot be used on the live stream; use last=N for a "
+                            "backlog, or GET /api/v1/flows?first=N")
+    if query.until_ns is not None:
+        raise ApiError(400, "until ends a range, and a stream never ends: use GET "
+                            "/api/v1/flows?since=…&until=… for a fixed range")
+    if query.after is not None:
+        raise ApiError(400, "after pages GET /api/v1/flows; a stream resumes with since=<time>")
+    if query.since_ns is not None and query.counted:
+        raise ApiError(400, "since and last cannot be combined on the stream: since=T "
+                            "already sends every flow from T on")
+    return query
+
+
 async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> None:
     ring = source.ring
     try:
-        query = parse_flow_query(ws.query_params.multi_items(), capacity=ring.capacity,
-                                 default_last=STREAM_DEFAULT_LAST)
-        if query.first:
-            raise ApiError(400, "first cannot be used on the live stream; use last=N for a "
-                                "backlog, or GET /api/v1/flows?first=N")
+        query = _parse(ws, source)
     except (ApiError, FilterError) as exc:
         message = exc.message if isinstance(exc, ApiError) else str(exc)
-        await ws.send_text(json.dumps(error_body(400, message)))
-        await _close(ws, CLOSE_POLICY, message)
+        await _refuse(ws, 400, message, CLOSE_POLICY)
         return
     predicate = query.predicate()
     node = source.node_name
@@ -134,47 +256,144 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> None:
     async def send(ev: Event) -> None:
         await ws.send_text(json.dumps(event_to_response(ev, node)))
 
+    skip: RingSkip | None
+    if query.since_ns is not None:
+        store = source_store(source)
+        if store is None:
+            await _refuse(ws, 503, NO_STORE, CLOSE_ERROR)
+            return
+        try:
+            seq, skip = await _history_then_ring(store, ring, query, send)
+        except ApiError as exc:
+            await _refuse(ws, exc.status, exc.message, CLOSE_ERROR)
+            return
+    else:
+        seq, skip = await _backlog(ring, query, predicate, send)
+    await _live(ws, ring, hub, seq, skip, predicate, send)
+
+
+async def _backlog(ring: RingReader, query: FlowQuery,
+                   predicate: Callable[[Event], bool] | None,
+                   send: Callable[[Event], Awaitable[None]]) -> tuple[int, RingSkip | None]:
+    """`last=N`: the newest matching events, then live from where they were read."""
     seq = ring.head
-    backlog: list[Event] = []
-    if query.number:
-        backlog = await run_in_threadpool(ring.last, query.number, predicate)
+    if not query.number:
+        return seq, None
+    backlog: list[Event] = await run_in_threadpool(ring.last, query.number, predicate)
     # Events written while the backlog was read may appear in both; the ring hands
     # out the same objects, so skip those by identity until the reader passes them.
-    dedupe = {id(ev): ev for ev in backlog}
-    backlog_head = ring.head
+    ids = {id(ev) for ev in backlog}
+    skip = RingSkip(ring.head, lambda ev: id(ev) in ids)
     for ev in backlog:
         await send(ev)
-    del backlog
+    return seq, skip
 
+
+async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQuery,
+                             send: Callable[[Event], Awaitable[None]]) -> tuple[int, RingSkip]:
+    """Send the store's flows from `since`, then hand over to the ring without gap or repeat.
+
+    The store lags the ring by the writer's flush interval, so the ring is read
+    from its oldest event, not from its head: whatever the store did not have
+    yet comes from there. Ring flows the history already sent are skipped by
+    uuid. Only flows as new as the ring's oldest can be in both, so only their
+    uuids are kept (at most DEDUPE_MAX; past that, everything at or before the
+    oldest forgotten uuid counts as sent). Once the reader passes the ring head
+    noted after the last store page, nothing it reads can be in the store's
+    answer, and the skipping stops.
+    """
+    since = query.since_ns
+    assert since is not None
+    bounds = ring_time_bounds(ring)
+    keep_from = bounds[0] - RING_DISORDER_NS if bounds else since
+    started = time.time_ns()
+    sent: OrderedDict[str, int] = OrderedDict()
+    floor = since  # ring flows older than this are never sent
+    after = None
+    while True:
+        try:
+            page, after = await run_in_threadpool(
+                store.query_flows, query.filters, since_ns=since, until_ns=None,
+                limit=HISTORY_PAGE, order="asc", after=after)
+        except Exception as exc:
+            raise store_error(exc) from exc
+        for flow in page:
+            await send(flow)
+            if flow.time_ns >= keep_from:
+                sent[flow.uuid] = flow.time_ns
+                if len(sent) > DEDUPE_MAX:
+                    _, t = sent.popitem(last=False)
+                    floor = max(floor, t + 1)
+        if after is None or not page or page[-1].time_ns >= started:
+            break
+    until_seq = ring.head
+    start = max(0, ring.head - len(ring))
+
+    def already_sent(ev: Event) -> bool:
+        if isinstance(ev, Flow):
+            return ev.time_ns < floor or ev.uuid in sent
+        return ev.time_ns < since  # old lost-event records belong to the past
+
+    return start, RingSkip(until_seq, already_sent)
+
+
+async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
+                skip: RingSkip | None, predicate: Callable[[Event], bool] | None,
+                send: Callable[[Event], Awaitable[None]]) -> None:
+    queue = ClientQueue(hub)
     disconnected = asyncio.ensure_future(_wait_disconnect(ws))
+    disconnected.add_done_callback(lambda _: queue.close())
     hub._enter()  # counted once its cursor is set: from here on no event is missed
+    reader = asyncio.ensure_future(_read_ring(ring, hub, queue, seq, skip, predicate))
     try:
         while True:
+            ev = await queue.get()
+            if ev is None:
+                break
+            await send(ev)
+        if disconnected.done():
+            return
+        if queue.error is not None:
+            raise queue.error
+        await _close(ws, CLOSE_NORMAL, "Spyglass is shutting down")
+    finally:
+        hub._leave()
+        reader.cancel()
+        disconnected.cancel()
+
+
+async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: int,
+                     skip_first: RingSkip | None,
+                     predicate: Callable[[Event], bool] | None) -> None:
+    """Move this client's events from the ring into its queue until shutdown or error."""
+    skip = skip_first
+    try:
+        while not queue.closed:
             # Sampled before the read, so everything written before shutdown is sent.
             closing = hub.closing
             events, next_seq = ring.read_since(seq, BATCH)
             if events and _is_ring_marker(events[0]):
                 hub.record_ring_lost(events[0].num_events_lost)
             for ev in events:
-                if dedupe and id(ev) in dedupe:
+                if skip is not None and skip.test(ev):
                     continue
                 if predicate is None or predicate(ev):
-                    await send(ev)
+                    queue.offer(ev)
+            queue.flush_marker()
             seq = next_seq
-            if dedupe and seq >= backlog_head:
-                dedupe = {}
-            if disconnected.done():
-                return
+            if skip is not None and seq >= skip.until_seq:
+                skip = None
             if len(events) < BATCH:
                 if closing:
                     break
-                await asyncio.wait({disconnected}, timeout=POLL_INTERVAL_S)
-                if disconnected.done():
-                    return
-        await _close(ws, CLOSE_NORMAL, "Spyglass is shutting down")
-    finally:
-        hub._leave()
-        disconnected.cancel()
+                await asyncio.sleep(POLL_INTERVAL_S)
+            else:
+                await asyncio.sleep(0)  # let the sender run between batches
+        queue.close()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        queue.close(exc)
 
 
 def _is_ring_marker(ev: Event) -> TypeGuard[LostEvent]:
@@ -197,4 +416,3 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
         await ws.close(code=code, reason=close_reason(reason))
     except (RuntimeError, WebSocketDisconnect, OSError):
         pass  # the client is already gone
-

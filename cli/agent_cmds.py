@@ -52,6 +52,13 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _parse_days(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    text = value.strip().lower().removesuffix("d")
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(f"{value!r}: give whole days, e.g. 7d or 30")
+    return int(text)
+
+
 @click.command("up")
 @click.option("--demo", is_flag=True, help="Use the bundled demo manifest (a small shop app).")
 @click.option("--manifest", "manifest", type=click.Path(exists=True, dir_okay=False),
@@ -69,6 +76,22 @@ def _parse_listen(value: str) -> tuple[str, int]:
               help="Flows kept in memory; must be 2^n-1.")
 @click.option("--pod-cidr", default="10.244.0.0/16", show_default=True)
 @click.option("--node-name", default=None, help="Defaults to the host name.")
+@click.option("--policy-audit", is_flag=True,
+              help="Report what policy would drop (verdict AUDIT) without dropping it.")
+@click.option("--policy-audit-namespace", "audit_namespaces", multiple=True, metavar="NS",
+              help="Audit mode for the pods of one namespace (repeatable).")
+@click.option("--store", default="chdb:///var/lib/spyglass/flows", show_default=True,
+              help="Flow history: chdb:///ABS/PATH (embedded ClickHouse), "
+                   "http(s)://user:pass@host:8123/db (a ClickHouse server), or none.")
+@click.option("--retention", default="7d", show_default=True, callback=_parse_days,
+              help="How long history is kept (days, e.g. 7d or 30).")
+@click.option("--token", default=None, envvar="SPYGLASS_TOKEN", show_envvar=True,
+              help="API bearer token; required to listen on a non-loopback address.")
+@click.option("--metrics-public", is_flag=True, help="Serve /metrics without the token.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM certificate: serve HTTPS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM private key of --tls-cert.")
 @click.option("--state-dir", default="/run/spyglass", hidden=True,
               help="Where the lab's records live (tests run their own).")
 @click.option("--pin-dir", default="/sys/fs/bpf/spyglass", hidden=True)
@@ -76,8 +99,10 @@ def _parse_listen(value: str) -> tuple[str, int]:
 @click.option("--link-prefix", default="lxc", hidden=True, help="Name prefix of host veths.")
 def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: str,
            monitor_interval: float, ring_capacity: int, pod_cidr: str,
-           node_name: str | None, state_dir: str, pin_dir: str, prefix: str,
-           link_prefix: str) -> None:
+           node_name: str | None, policy_audit: bool, audit_namespaces: tuple[str, ...],
+           store: str, retention: int, token: str | None, metrics_public: bool,
+           tls_cert: str | None, tls_key: str | None,
+           state_dir: str, pin_dir: str, prefix: str, link_prefix: str) -> None:
     """Create the lab, attach the datapath, run the collector and serve the API until Ctrl-C."""
     from spyglass.api.agent import AgentOptions, ListenError, run_agent
 
@@ -97,10 +122,15 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
         ring_capacity=ring_capacity, pod_cidr=pod_cidr,
         node_name=node_name or os.uname().nodename,
         state_dir=state_dir, pin_dir=pin_dir, prefix=prefix, link_prefix=link_prefix,
+        policy_audit=policy_audit, policy_audit_namespaces=frozenset(audit_namespaces),
+        store=None if store.lower() == "none" else store, retention_days=retention,
+        token=token, metrics_public=metrics_public, tls_cert=tls_cert, tls_key=tls_key,
     )
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     try:
         code = run_agent(opts, console)
-    except ListenError as exc:
+    except (ListenError, ValueError) as exc:  # address taken, or unsafe without a token
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
 

@@ -9,6 +9,8 @@ and what to do, and which the commands let click print without a traceback.
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 from urllib.parse import urlencode, urlsplit
@@ -20,6 +22,8 @@ from websockets.sync.client import connect
 
 DEFAULT_SERVER = "http://127.0.0.1:4245"
 SERVER_ENV = "SPYGLASS_SERVER"
+TOKEN_ENV = "SPYGLASS_TOKEN"
+TLS_CA_ENV = "SPYGLASS_TLS_CA"
 API = "/api/v1"
 
 
@@ -54,10 +58,15 @@ def normalize_server(server: str) -> str:
 class ApiClient:
     """A thin, typed client of the Spyglass API (REST through httpx, stream through websockets)."""
 
-    def __init__(self, server: str = DEFAULT_SERVER, *, timeout: float = 5.0) -> None:
+    def __init__(self, server: str = DEFAULT_SERVER, *, timeout: float = 5.0,
+                 token: str | None = None, tls_ca: str | None = None) -> None:
         self.server = normalize_server(server)
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+        self.token = token or None
+        self._ssl = _ssl_context(tls_ca) if self.server.startswith("https://") else None
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.server, timeout=timeout, headers=headers,
+                                  verify=self._ssl if self._ssl is not None else True)
 
     def close(self) -> None:
         self._http.close()
@@ -77,16 +86,42 @@ class ApiClient:
         return body
 
     def flows(self, params: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        return self.flows_page(params)[0]
+
+    def flows_page(self, params: Sequence[tuple[str, str]]
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of GET /flows and its `next` cursor (None: nothing more)."""
         body = self._get(f"{API}/flows", params)
         flows = body.get("flows") if isinstance(body, dict) else None
         if not isinstance(flows, list):
             raise self._not_spyglass("a reply without a flows list")
-        return flows
+        nxt = body.get("next")
+        return flows, str(nxt) if nxt else None
+
+    def get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+        """GET an API path (under /api/v1) and return its JSON body."""
+        return self._get(f"{API}{path}", params)
+
+    def post(self, path: str, *, json_body: Any = None, content: bytes | None = None,
+             params: Sequence[tuple[str, str]] = (), content_type: str | None = None) -> Any:
+        """POST to an API path (under /api/v1) and return its JSON body."""
+        headers = {"Content-Type": content_type} if content_type else None
+        return self._request("POST", f"{API}{path}", params, json_body=json_body,
+                             content=content, headers=headers)
 
     def _get(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
+        return self._request("GET", path, params)
+
+    def _request(self, method: str, path: str, params: Sequence[tuple[str, str]], *,
+                 json_body: Any = None, content: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> Any:
         try:
-            resp = self._http.get(path, params=list(params))
-        except httpx.ConnectError:
+            resp = self._http.request(method, path, params=list(params), json=json_body,
+                                      content=content, headers=headers)
+        except httpx.ConnectError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in str(exc):
+                raise CliError(f"cannot verify the TLS certificate of {self.server} ({exc}): "
+                               f"pass its CA with --tls-ca FILE (env {TLS_CA_ENV})") from None
             raise self.unreachable() from None
         except httpx.TimeoutException:
             raise CliError(f"the Spyglass API at {self.server} did not answer within "
@@ -103,6 +138,8 @@ class ApiClient:
             message = body.get("error") if isinstance(body, dict) else None
             if not message:
                 raise self._not_spyglass(f"HTTP {resp.status_code}")
+            if resp.status_code == 401 and not self.token:
+                message = f"{message}; this API needs a token: pass --token or set {TOKEN_ENV}"
             raise CliError(str(message), exit_code=2 if resp.status_code == 400 else 1)
         return body
 
@@ -122,8 +159,10 @@ class ApiClient:
         server's message with exit code 2.
         """
         url = self.stream_url(params)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
-            ws = connect(url, open_timeout=self.timeout, close_timeout=1, max_size=2**24)
+            ws = connect(url, open_timeout=self.timeout, close_timeout=1, max_size=2**24,
+                         additional_headers=headers, ssl=self._ssl)
         except (ConnectionRefusedError, TimeoutError, OSError) as exc:
             if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
                 raise self.unreachable() from None
@@ -141,8 +180,10 @@ class ApiClient:
                         raise self._not_spyglass("a stream message that is not JSON") from None
                     if isinstance(body, dict) and body.get("ok") is False:
                         status = int(body.get("status", 400))
-                        raise CliError(str(body.get("error", "the server refused the stream")),
-                                       exit_code=2 if status == 400 else 1)
+                        message = str(body.get("error", "the server refused the stream"))
+                        if status == 401 and not self.token:
+                            message += f"; this API needs a token: pass --token or set {TOKEN_ENV}"
+                        raise CliError(message, exit_code=2 if status == 400 else 1)
                     yield body
             except ConnectionClosed:
                 pass
@@ -162,3 +203,16 @@ class ApiClient:
     def _not_spyglass(self, what: str) -> CliError:
         return CliError(f"{self.server} does not look like a Spyglass API (got {what}): "
                         "check --server")
+
+
+def _ssl_context(ca: str | None) -> ssl.SSLContext:
+    """Verify the server against `ca` (a PEM file) or the system's CAs."""
+    if ca is None:
+        return ssl.create_default_context()
+    if not os.path.isfile(ca):
+        raise CliError(f"--tls-ca {ca}: no such file; give the PEM certificate (or CA) the "
+                       "server was started with", exit_code=2)
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise CliError(f"--tls-ca {ca} is not a PEM certificate ({exc})", exit_code=2) from None

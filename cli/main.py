@@ -15,10 +15,16 @@ import click
 COMMANDS: dict[str, str] = {
     "observe": "spyglass.cli.observe:observe_cmd",
     "status": "spyglass.cli.status:status_cmd",
+    "query": "spyglass.cli.query:query_group",
+    "export": "spyglass.cli.interop:export_cmd",
+    "import": "spyglass.cli.interop:import_cmd",
+    "store": "spyglass.cli.store_cmds:store_group",
     "up": "spyglass.cli.agent_cmds:up_cmd",
     "down": "spyglass.cli.agent_cmds:down_cmd",
     "doctor": "spyglass.cli.agent_cmds:doctor_cmd",
     "lab": "spyglass.cli.lab_cmds:lab_group",
+    "policy": "spyglass.cli.policy_cmds:policy_group",
+    "explain": "spyglass.cli.policy_cmds:explain_cmd",
 }
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
-from spyglass.cli.client import DEFAULT_SERVER, SERVER_ENV, ApiClient, CliError
+from spyglass.cli.client import CliError
+from spyglass.cli.common import client_params, make_client, parse_time_option
 from spyglass.cli.printer import COLOR_MODES, OUTPUTS, TIME_FORMATS, Printer
 from spyglass.collector.filters import (
     FILTER_FLAGS,
@@ -114,19 +115,33 @@ def _observe(**kw: Any) -> None:
                        "flows", exit_code=2)
     if kw["first"] is not None and kw["follow"]:
         raise CliError("--first cannot be combined with --follow: use --last N to start a "
-                       "live stream with a backlog", exit_code=2)
+                       "live stream with a backlog, or --since T to start from a time",
+                       exit_code=2)
+    since = parse_time_option(kw["since"], "since")
+    until = parse_time_option(kw["until"], "until")
+    if kw["follow"] and until is not None:
+        raise CliError("--until cannot be combined with --follow: a live stream has no end; "
+                       "drop --follow to read a fixed range", exit_code=2)
+    if kw["follow"] and since is not None and kw["last"] is not None:
+        raise CliError("--since and --last cannot be combined with --follow: --since T "
+                       "already prints every flow from T on", exit_code=2)
     params = list(filters.to_params())
     printer = Printer(kw["output"], color=kw["color"], time_format=kw["time_format"],
                       print_node_name=kw["print_node_name"],
                       print_policy_names=kw["print_policy_names"], follow=kw["follow"])
-    with ApiClient(kw["server"], timeout=kw["timeout"]) as client:
+    with make_client(kw) as client:
         try:
             if kw["follow"]:
-                if kw["last"]:
+                if since is not None:
+                    params.append(("since", since))
+                elif kw["last"]:
                     params.append(("last", str(kw["last"])))
                 for body in client.stream(params):
                     _print(printer, body)
                     sys.stdout.flush()
+            elif since is not None or until is not None:
+                for body in history(client, params, since, until, kw["first"], kw["last"]):
+                    _print(printer, body)
             else:
                 if kw["first"] is not None:
                     params.append(("first", str(kw["first"])))
@@ -145,6 +160,51 @@ def _observe(**kw: Any) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+#: What one history request asks for (the API's most per page).
+PAGE = 10000
+
+
+def history(client: Any, filter_params: list[tuple[str, str]], since: str | None,
+            until: str | None, first: int | None, last: int | None
+            ) -> Iterator[dict[str, Any]]:
+    """Flows of a time range, oldest first, paging through the API's cursor.
+
+    `--first N`/`--last N` bound the count; without them every flow in the range
+    is printed. `--last` pages backwards and prints once it has all N, so the
+    output is still oldest first.
+    """
+    base = list(filter_params)
+    if since is not None:
+        base.append(("since", since))
+    if until is not None:
+        base.append(("until", until))
+    if last is not None:
+        kept: list[dict[str, Any]] = []
+        for page in _pages(client, base, "last", last):
+            kept[:0] = page
+        yield from kept
+        return
+    for page in _pages(client, base, "first", first):
+        yield from page
+
+
+def _pages(client: Any, base: list[tuple[str, str]], selector: str, total: int | None
+           ) -> Iterator[list[dict[str, Any]]]:
+    """Pages until `total` flows (None: all) or the range is exhausted."""
+    got, cursor = 0, None
+    while total is None or got < total:
+        n = PAGE if total is None else min(PAGE, total - got)
+        params = [*base, (selector, str(n))]
+        if cursor is not None:
+            params.append(("after", cursor))
+        flows, cursor = client.flows_page(params)
+        got += len(flows)
+        if flows:
+            yield flows
+        if cursor is None or not flows:
+            return
+
+
 def _print(printer: Printer, body: dict[str, Any]) -> None:
     try:
         ev = event_from_response(body)
@@ -158,12 +218,16 @@ def _print(printer: Printer, body: dict[str, Any]) -> None:
 
 def _build_command() -> click.Command:
     params: list[click.Parameter] = [
-        click.Option(["--server"], default=DEFAULT_SERVER, envvar=SERVER_ENV,
-                     show_default=True, help=f"Spyglass API address (env {SERVER_ENV})."),
         click.Option(["--last"], type=click.IntRange(min=0), default=None,
-                     help="Print the newest N flows (default 20; with --follow, 0)."),
+                     help="Print the newest N flows (default 20; with --follow, 0; with "
+                          "--since/--until, of that range)."),
         click.Option(["--first"], type=click.IntRange(min=0), default=None,
-                     help="Print the oldest N flows still held."),
+                     help="Print the oldest N flows still held (or of the --since range)."),
+        click.Option(["--since"], default=None, metavar="TIME",
+                     help="Read history from TIME: 5m, 1h30m, 2d ago or RFC3339. With "
+                          "--follow, history then live flows, no gap or repeat."),
+        click.Option(["--until"], default=None, metavar="TIME",
+                     help="End of the history range (exclusive), same forms as --since."),
         click.Option(["-f", "--follow"], is_flag=True,
                      help="Keep printing new flows until Ctrl-C."),
         click.Option(["-o", "--output"], type=click.Choice(OUTPUTS), default="compact",
@@ -177,8 +241,7 @@ def _build_command() -> click.Command:
                      help="Print the policies that allowed or denied each flow."),
         click.Option(["--print-raw-filters"], is_flag=True,
                      help="Print the filters as allowlist/denylist JSON and exit."),
-        click.Option(["--timeout"], type=click.FloatRange(min=0.1), default=5.0,
-                     show_default=True, help="Seconds to wait for the API to answer."),
+        *client_params(),
         *filter_options(),
     ]
     return OrderedFilterCommand(
@@ -186,8 +249,9 @@ def _build_command() -> click.Command:
         callback=_observe,
         params=params,
         help=("Print flows from the Spyglass API, like `hubble observe`.\n\n"
-              "Without --follow, prints the newest 20 flows and exits. Filter flags are "
-              "ANDed within a side and apply in the order given; --not negates the flag "
+              "Without --follow, prints the newest 20 flows and exits; with --since/--until, "
+              "every flow of that range from the store (or --first/--last N of it). Filter "
+              "flags are ANDed within a side and apply in the order given; --not negates the flag "
               "after it, e.g. `spyglass observe --from-pod shop/ --not --verdict FORWARDED`."),
         short_help="Print flows (recent or live).",
         context_settings={"help_option_names": ["-h", "--help"]},

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from spyglass.cli.client import DEFAULT_SERVER, SERVER_ENV, ApiClient
+from spyglass.cli.common import client_options, make_client
 
 
 def format_uptime(ns: int) -> str:
@@ -47,19 +47,35 @@ def format_status(server: str, st: dict[str, Any]) -> str:
         lines.append("Lost events: none")
     lines.append(f"Node: {st.get('node_name', '?')}   "
                  f"Uptime: {format_uptime(int(st.get('uptime_ns', 0)))}")
+    if "store" in st:  # agents before the store said nothing about it
+        lines += format_store(st["store"] or {})
     return "\n".join(lines)
 
 
+def format_store(store: dict[str, Any]) -> list[str]:
+    """The store's lines: where it is, whether it is up, and the writer's backlog."""
+    if not store.get("kind"):
+        return ["Store: none (history needs `spyglass up --store ...`)"]
+    up = store.get("up")
+    state = "up" if up else ("DOWN" if up is False else "unknown")
+    lines = [f"Store: {store.get('dsn') or store.get('kind')} ({state})"]
+    if store.get("queued_rows") is not None:
+        lag = store.get("lag_s")
+        lines.append(f"Writer: {int(store['queued_rows']):,} queued, lag "
+                     f"{float(lag or 0.0):.1f}s, {int(store.get('written') or 0):,} written, "
+                     f"{int(store.get('lost') or 0):,} lost")
+    if store.get("last_error"):
+        lines.append(f"Store error: {store['last_error']}")
+    return lines
+
+
 @click.command("status", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--server", default=DEFAULT_SERVER, envvar=SERVER_ENV, show_default=True,
-              help=f"Spyglass API address (env {SERVER_ENV}).")
+@client_options()
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text, or the raw status JSON.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
-              help="Seconds to wait for the API to answer.")
-def status_cmd(server: str, output: str, timeout: float) -> None:
-    """Show the agent's health: ring occupancy, flow rate and lost events."""
-    with ApiClient(server, timeout=timeout) as client:
+def status_cmd(output: str, **kw: Any) -> None:
+    """Show the agent's health: ring occupancy, flow rate, lost events and the store."""
+    with make_client(kw) as client:
         st = client.status()
         if output == "json":
             click.echo(json.dumps(st, indent=2, sort_keys=True))

@@ -63,6 +63,10 @@ def api(served: tuple[FakeSource, str]) -> Iterator[tuple[FakeSource, httpx.Clie
         yield source, client
 
 
+NO_STORE_STATUS = {"kind": None, "dsn": None, "up": None, "queued_rows": None, "lag_s": None,
+                   "written": None, "lost": None, "retries": None, "last_error": None}
+
+
 def responses(events: list[Event]) -> list[dict[str, Any]]:
     return [event_to_response(ev, NODE) for ev in events]
 
@@ -81,7 +85,7 @@ def test_status_counts_come_from_the_ring(api: tuple[FakeSource, httpx.Client]) 
         "num_flows": 63, "max_flows": 63, "seen_flows": 98, "flows_rate": 12.5,
         "uptime_ns": 83_000_000_000, "node_name": NODE, "version": "9.9",
         "lost_events": {"PERF_EVENT_RING_BUFFER": 3}, "connected_clients": 0,
-        "decode_errors": {"truncated": 2},
+        "decode_errors": {"truncated": 2}, "store": NO_STORE_STATUS,
     }
 
 
@@ -131,7 +135,7 @@ def test_flows_default_is_the_newest_20_oldest_first(
     source, client = api
     events = [flow(i) for i in range(30)]
     source.ring.write_many(events)
-    assert client.get("/api/v1/flows").json() == {"flows": responses(events[-20:])}
+    assert client.get("/api/v1/flows").json() == {"flows": responses(events[-20:]), "next": None}
 
 
 @pytest.mark.parametrize(("params", "picked"), [
@@ -154,7 +158,7 @@ def test_flows_selectors_and_filters(api: tuple[FakeSource, httpx.Client],
               for i in range(10)]
     source.ring.write_many(events)
     body = client.get("/api/v1/flows", params=httpx.QueryParams(tuple(params))).json()
-    assert body == {"flows": responses([events[i] for i in picked])}
+    assert body == {"flows": responses([events[i] for i in picked]), "next": None}
 
 
 def test_lost_events_are_never_filtered_out(api: tuple[FakeSource, httpx.Client]) -> None:
@@ -164,7 +168,7 @@ def test_lost_events_are_never_filtered_out(api: tuple[FakeSource, httpx.Client]
     events: list[Event] = [flow(0), lost, flow(1, verdict=Verdict.DROPPED)]
     source.ring.write_many(events)
     body = client.get("/api/v1/flows", params={"verdict": "DROPPED"}).json()
-    assert body == {"flows": responses([lost, events[2]])}
+    assert body == {"flows": responses([lost, events[2]]), "next": None}
 
 
 def filter_message(params: list[tuple[str, str]]) -> str:

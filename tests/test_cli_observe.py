@@ -243,7 +243,19 @@ def test_bad_filter_fails_fast_without_a_server(args: list[str],
     pytest.param(["--last", "2", "--first", "2"], "--last and --first cannot be combined: "
                  "pick the newest or the oldest flows", id="last-and-first"),
     pytest.param(["--first", "2", "-f"], "--first cannot be combined with --follow: use "
-                 "--last N to start a live stream with a backlog", id="first-and-follow"),
+                 "--last N to start a live stream with a backlog, or --since T to start from a "
+                 "time",
+                 id="first-and-follow"),
+    pytest.param(["--until", "5m", "-f"], "--until cannot be combined with --follow: a live "
+                 "stream has no end; drop --follow to read a fixed range", id="until-and-follow"),
+    pytest.param(["--since", "5m", "--last", "3", "-f"], "--since and --last cannot be "
+                 "combined with --follow: --since T already prints every flow from T on",
+                 id="since-last-follow"),
+    pytest.param(["--since", "5 minutes"], "--since: '5 minutes' is not a duration; use a "
+                 "duration ago like 5m, 1h30m or 2d, or an RFC3339 time like "
+                 "2025-11-26T13:00:00Z", id="bad-since"),
+    pytest.param(["--until", "10"], "--until: '10' has no unit; say 10s or 10m (units: ns us "
+                 "ms s m h d)", id="unitless-until"),
     pytest.param(["--server", "ftp://x"], "--server 'ftp://x' is not an API address: use a "
                  "URL like http://127.0.0.1:4245", id="bad-server"),
 ])

@@ -84,7 +84,8 @@ def test_status_command(url: str) -> None:
         "Flows/s: 2.50\n"
         "Lost events:\n"
         "  PERF_EVENT_RING_BUFFER: 4\n"
-        "Node: node-a   Uptime: 1h2m3s\n")
+        "Node: node-a   Uptime: 1h2m3s\n"
+        "Store: none (history needs `spyglass up --store ...`)\n")
 
 
 def test_status_json(url: str) -> None:
@@ -132,3 +133,23 @@ def test_status_of_something_that_is_not_spyglass(tmp_path: Any) -> None:
     assert result.exit_code == 1
     assert result.stderr == (f"{server} does not look like a Spyglass API (got HTTP 404 that "
                              "is not JSON): check --server\n")
+
+
+@pytest.mark.parametrize(("store", "lines"), [
+    pytest.param({"kind": None}, ["Store: none (history needs `spyglass up --store ...`)"],
+                 id="none"),
+    pytest.param({"kind": "chdb", "dsn": "chdb:///var/lib/spyglass/flows", "up": True,
+                  "queued_rows": 1200, "lag_s": 0.4, "written": 98765, "lost": 0},
+                 ["Store: chdb:///var/lib/spyglass/flows (up)",
+                  "Writer: 1,200 queued, lag 0.4s, 98,765 written, 0 lost"], id="up"),
+    pytest.param({"kind": "http", "dsn": "http://u:***@ch:8123/db", "up": False,
+                  "queued_rows": 5, "lag_s": 30.0, "written": 1, "lost": 7,
+                  "last_error": "connection refused"},
+                 ["Store: http://u:***@ch:8123/db (DOWN)",
+                  "Writer: 5 queued, lag 30.0s, 1 written, 7 lost",
+                  "Store error: connection refused"], id="down"),
+])
+def test_format_store(store: dict[str, Any], lines: list[str]) -> None:
+    from spyglass.cli.status import format_store
+
+    assert format_store(store) == lines

@@ -1,0 +1,136 @@
+"""History pages: the store's flows merged with the ring's newest ones.
+
+The writer flushes about once a second (longer when the store is slow), so
+the last moments of history are in the ring before they are in the store. A
+page therefore takes the store's page and the ring's flows in the same range
+and past the same cursor, drops duplicates by uuid, and orders by
+(time, uuid), the store's own order, so cursors mean the same on both sides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spyglass.api.errors import ApiError
+from spyglass.api.source import Cursor, HistoryStore, RingReader
+from spyglass.collector.filters import FilterSet
+from spyglass.collector.flow import Event, Flow
+
+#: How far out of time order the ring may be (per-CPU perf rings merge in batches).
+RING_DISORDER_NS = 5_000_000_000
+_CHUNK = 4096
+
+NO_STORE = ("history (since/until) needs a flow store, and this agent has none: start "
+            "`spyglass up` with --store (default chdb:///var/lib/spyglass/flows); without "
+            "one, only the newest flows in memory can be read (drop since/until)")
+
+
+def store_error(exc: Exception) -> ApiError:
+    """A store that refuses or is down: 503, with its own reason."""
+    return ApiError(503, f"the flow store did not answer: {exc}; check `spyglass status` "
+                         "(store up/down, writer lag) and the agent's log")
+
+
+def ring_time_bounds(ring: RingReader) -> tuple[int, int] | None:
+    """(oldest, newest) flow time held in the ring, or None when it holds no events."""
+    head = ring.head
+    size = len(ring)
+    if not size:
+        return None
+    first, _ = ring.read_since(max(0, head - size), 1)
+    last, _ = ring.read_since(head - 1, 1)
+    evs = [ev for ev in (*first, *last) if isinstance(ev, Flow)]
+    if not evs:
+        return None
+    return min(e.time_ns for e in evs), max(e.time_ns for e in evs)
+
+
+def ring_flows(ring: RingReader, predicate: Callable[[Flow], bool]) -> list[Flow]:
+    """Every flow the ring holds now that passes `predicate`, oldest first."""
+    out: list[Flow] = []
+    end = ring.head
+    seq = max(0, end - len(ring))
+    while seq < end:
+        events, next_seq = ring.read_since(seq, min(_CHUNK, end - seq))
+        for ev in events:
+            if isinstance(ev, Flow) and predicate(ev):
+                out.append(ev)
+        if next_seq <= seq:
+            break
+        seq = next_seq
+    return out
+
+
+def _key(flow: Flow) -> Cursor:
+    return flow.time_ns, flow.uuid
+
+
+def history_page(store: HistoryStore, ring: RingReader | None, filters: FilterSet, *,
+                 since_ns: int | None, until_ns: int | None, limit: int, order: str,
+                 after: Cursor | None) -> tuple[list[Flow], Cursor | None]:
+    """One page in `order` ("asc" oldest first, "desc" newest first) and the next cursor.
+
+    `until_ns` is exclusive, `since_ns` inclusive. The next cursor is None only
+    when no flow is left past this page, in the store or the ring.
+    """
+    if limit <= 0:
+        return [], None
+    try:
+        stored, store_next = store.query_flows(filters, since_ns=since_ns, until_ns=until_ns,
+                                               limit=limit, order=order, after=after)
+    except ApiError:
+        raise
+    except Exception as exc:  # StoreError or the client library's own errors
+        raise store_error(exc) from exc
+    stored = list(stored)
+    more = store_next is not None or len(stored) >= limit
+    extra: list[Flow] = []
+    if ring is not None and _ring_may_add(ring, stored, limit, order):
+        extra = ring_flows(ring, _in_range(filters, since_ns, until_ns, order, after))
+    if extra:
+        seen = {f.uuid for f in stored}
+        merged = stored + [f for f in extra if f.uuid not in seen]
+        merged.sort(key=_key, reverse=order == "desc")
+        more = more or len(merged) > limit
+        page = merged[:limit]
+    else:
+        page = stored[:limit]
+    next_cursor = _key(page[-1]) if page and more else None
+    return page, next_cursor
+
+
+def _ring_may_add(ring: RingReader, stored: list[Flow], limit: int, order: str) -> bool:
+    """Skip the ring scan when a full store page ends before the ring's time span begins."""
+    bounds = ring_time_bounds(ring)
+    if bounds is None:
+        return False
+    if len(stored) < limit:
+        return True
+    oldest, newest = bounds
+    edge = stored[-1].time_ns
+    if order == "asc":
+        return edge >= oldest - RING_DISORDER_NS
+    return edge <= newest + RING_DISORDER_NS
+
+
+def _in_range(filters: FilterSet, since_ns: int | None, until_ns: int | None, order: str,
+              after: Cursor | None) -> Callable[[Flow], bool]:
+    matches = filters.matches
+
+    def predicate(flow: Flow) -> bool:
+        if since_ns is not None and flow.time_ns < since_ns:
+            return False
+        if until_ns is not None and flow.time_ns >= until_ns:
+            return False
+        if after is not None:
+            key = _key(flow)
+            if (order == "asc" and key <= after) or (order == "desc" and key >= after):
+                return False
+        return matches(flow)
+
+    return predicate
+
+
+def events_in_order(page: list[Flow], order: str) -> list[Event]:
+    """Responses list events oldest first, whichever end the page was taken from."""
+    return list(reversed(page)) if order == "desc" else list(page)

@@ -1,0 +1,207 @@
+"""The agent's live policy set: apply, delete, recompile, load, explain.
+
+One object owns the policies in force and the `CompiledPolicy` the datapath was loaded
+from. `explain` answers from that same compiled table, so what it says is what the maps
+do. Every change parses first and recompiles the whole set: a bad document is refused
+whole and nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from spyglass.bpf.policy.compile import compile_policies
+from spyglass.bpf.policy.explain import Explanation, PodEndpoint, explain
+from spyglass.bpf.policy.model import Policy
+from spyglass.bpf.policy.parse import PolicyError, parse_policies, parse_policy_yaml
+from spyglass.bpf.policy.table import PolicyTable
+from spyglass.bpf.policy.types import CompiledPolicy
+from spyglass.collector.flow import PolicyRef
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What policy needs to know about a running pod."""
+
+    namespace: str
+    name: str
+    ip: str
+    identity: int
+    identity_labels: tuple[str, ...]
+    named_ports: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class PolicyNotFound(LookupError):
+    """A delete or explain named something that is not there."""
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    applied: tuple[str, ...]
+    compile_ms: float
+    load_ms: float
+    entries: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"applied": list(self.applied), "compile_ms": round(self.compile_ms, 3),
+                "load_ms": round(self.load_ms, 3), "entries": self.entries}
+
+
+class PolicyManager:
+    """Owns the policies in force; `loader` puts a compiled set into the datapath."""
+
+    def __init__(self, pods: Callable[[], Sequence[PodView]],
+                 loader: Callable[[CompiledPolicy], object], *,
+                 audit_namespaces: frozenset[str] = frozenset(), audit_all: bool = False) -> None:
+        self._pods = pods
+        self._loader = loader
+        self._audit_namespaces = audit_namespaces
+        self._audit_all = audit_all
+        self._policies: dict[tuple[str, str, str], Policy] = {}
+        self._compiled = CompiledPolicy()
+        self._table = PolicyTable(self._compiled)
+        self._lock = threading.Lock()
+
+    # -- changes -------------------------------------------------------------------------
+
+    def load_objects(self, objects: Sequence[Any], source: str) -> ApplyResult:
+        """Policies from the lab manifest (RawObjects), at start."""
+        return self._apply(parse_policies(objects, source))
+
+    def apply_yaml(self, text: str, source: str = "<request>") -> ApplyResult:
+        """`spyglass policy apply -f FILE`: parse everything, then apply all or nothing."""
+        return self._apply(parse_policy_yaml(text, source))
+
+    def delete(self, name: str, namespace: str = "default", kind: str | None = None) -> ApplyResult:
+        with self._lock:
+            hits = [k for k in self._policies
+                    if k[2] == name and k[1] in (namespace, "") and (kind is None or k[0] == kind)]
+            if not hits:
+                known = ", ".join(sorted(self._display(k) for k in self._policies)) or "none"
+                raise PolicyNotFound(f"no policy {namespace}/{name} is applied (applied: {known})")
+            if len(hits) > 1:
+                raise PolicyNotFound(f"{name} names several policies: "
+                                     f"{', '.join(self._display(k) for k in hits)}; "
+                                     "give --kind to choose one")
+            removed = self._policies.pop(hits[0])
+            try:
+                return self._recompile((removed.display,))
+            except BaseException:
+                self._policies[hits[0]] = removed
+                raise
+
+    def refresh(self) -> ApplyResult:
+        """Pods came or went (identities changed): recompile the same policies."""
+        with self._lock:
+            return self._recompile(())
+
+    def _apply(self, policies: list[Policy]) -> ApplyResult:
+        with self._lock:
+            before = dict(self._policies)
+            for p in policies:
+                self._policies[p.ref] = p
+            try:
+                return self._recompile(tuple(p.display for p in policies))
+            except BaseException:
+                self._policies = before
+                raise
+
+    def _recompile(self, changed: tuple[str, ...]) -> ApplyResult:
+        pods = list(self._pods())
+        identities = {p.identity: p.identity_labels for p in pods}
+        named = {p.identity: p.named_ports for p in pods if p.named_ports}
+        t0 = time.perf_counter()
+        compiled = compile_policies(list(self._policies.values()), identities,
+                                    named_ports=named or None,
+                                    audit_namespaces=self._audit_namespaces,
+                                    audit_all=self._audit_all, previous=self._compiled)
+        t1 = time.perf_counter()
+        self._loader(compiled)
+        t2 = time.perf_counter()
+        self._compiled, self._table = compiled, PolicyTable(compiled)
+        return ApplyResult(changed, (t1 - t0) * 1e3, (t2 - t1) * 1e3,
+                           len(compiled.allow) + len(compiled.deny))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]:
+        """PolicyGetter for enrichment: the policies a datapath cookie names."""
+        refs = self._compiled.cookies.get(cookie, ())
+        seen: dict[tuple[str, str, str], PolicyRef] = {}
+        for r in refs:
+            seen.setdefault((r.kind, r.namespace, r.name), PolicyRef(r.name, r.namespace, r.kind))
+        return tuple(seen.values())
+
+    def list(self) -> list[dict[str, Any]]:
+        return [{"kind": k[0], "namespace": k[1], "name": k[2], "source": p.source}
+                for k, p in sorted(self._policies.items())]
+
+    def explain(self, src: str, dst: str, port: int, proto: int | str,
+                fmt: str = "kubernetes") -> Explanation:
+        """Why traffic from pod `src` to pod-or-IP `dst` on port/proto is allowed or not."""
+        pods = list(self._pods())
+        source = _endpoint(_find(pods, src))
+        target = _by_ip(pods, dst) if _is_ip(dst) else _find(pods, dst, allow_ip=True)
+        if isinstance(target, PodView):
+            dest = _endpoint(target)
+        else:
+            by_ip = {p.ip: p.identity for p in pods}
+            dest = PodEndpoint(identity=self._table.resolve_remote(dst, by_ip), ip=dst)
+        return explain(self._table, source, dest, port, proto, format=fmt)
+
+    @property
+    def compiled(self) -> CompiledPolicy:
+        return self._compiled
+
+    @staticmethod
+    def _display(key: tuple[str, str, str]) -> str:
+        kind, ns, name = key
+        return f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+
+
+def _endpoint(p: PodView) -> PodEndpoint:
+    return PodEndpoint(identity=p.identity, labels=p.identity_labels, namespace=p.namespace,
+                       name=p.name, ip=p.ip)
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _by_ip(pods: Sequence[PodView], ip: str) -> PodView | str:
+    return next((p for p in pods if p.ip == ip), ip)
+
+
+def _find(pods: Sequence[PodView], ref: str, allow_ip: bool = False) -> PodView:
+    """NAMESPACE/POD, or a bare POD in `default` or the only pod of that name."""
+    ns, _, name = ref.rpartition("/")
+    if ns:
+        hits = [p for p in pods if p.namespace == ns and p.name == name]
+    else:
+        hits = [p for p in pods if p.namespace == "default" and p.name == name] or \
+               [p for p in pods if p.name == name]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        what = "a pod as NAMESPACE/POD" + (" or an IP address" if allow_ip else "")
+        known = ", ".join(sorted(p.ref for p in pods)[:12])
+        raise PolicyNotFound(f"no pod {ref!r}: give {what} (pods: {known})")
+    raise PolicyNotFound(f"{ref!r} is ambiguous: {', '.join(sorted(p.ref for p in hits))}; "
+                         "give NAMESPACE/POD")
+
+
+__all__ = ["ApplyResult", "PodView", "PolicyError", "PolicyManager", "PolicyNotFound"]

@@ -1,0 +1,443 @@
+"""History through the API: store + ring pages, cursors, since+follow without gap or repeat.
+
+These run in-process with a small list-backed store that keeps FlowStore's
+contract (order by (time, uuid), cursor = last of a full page), so the writer
+lag can be staged exactly: flows in the ring only, in the store only, or in
+both. The real chDB store is exercised in test_api_store.py (its own process,
+since chDB admits one store path per process).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from spyglass.api.app import create_app
+from spyglass.api.history import history_page
+from spyglass.api.params import decode_cursor, encode_cursor
+from spyglass.api.serve import serve_in_thread
+from spyglass.api.stream import ClientQueue, StreamHub
+from spyglass.collector.enums import LostEventSource, Protocol, Verdict
+from spyglass.collector.filters import FilterSet, build_from_query
+from spyglass.collector.flow import Endpoint, Flow
+from spyglass.collector.ring import FlowRing
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+NODE = "node-h"
+WAIT_S = 10.0
+NOW = time.time_ns()
+T0 = NOW - 600 * 1_000_000_000  # ten minutes ago: inside since=1h
+
+
+def flow(i: int, *, t: int | None = None, verdict: Verdict = Verdict.FORWARDED,
+         pod: str = "frontend") -> Flow:
+    return Flow(time_ns=T0 + i * 1000 if t is None else t, uuid=f"u{i:06d}",
+                protocol=Protocol.TCP, tcp_flags=0x02, source_ip="10.244.0.2",
+                destination_ip="10.244.0.3", source_port=30000 + i % 1000,
+                destination_port=8080, verdict=verdict, is_reply=False, node_name=NODE,
+                source=Endpoint(identity=300, namespace="shop", pod_name=f"{pod}-{i}"),
+                destination=Endpoint(identity=301, namespace="shop", pod_name="cart-0"))
+
+
+class ListStore:
+    """FlowStore's query_flows contract over a list (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.flows: list[Flow] = []
+        self.lock = threading.Lock()
+        self.queries = 0
+
+    def add(self, flows: list[Flow]) -> None:
+        with self.lock:
+            self.flows.extend(flows)
+
+    def query_flows(self, filters: FilterSet, *, since_ns: int | None = None,
+                    until_ns: int | None = None, limit: int = 100, order: str = "desc",
+                    after: tuple[int, str] | None = None
+                    ) -> tuple[list[Flow], tuple[int, str] | None]:
+        self.queries += 1
+        with self.lock:
+            rows = list(self.flows)
+        rows = [f for f in rows if (since_ns is None or f.time_ns >= since_ns)
+                and (until_ns is None or f.time_ns < until_ns) and filters.matches(f)]
+        desc = order == "desc"
+        rows.sort(key=lambda f: (f.time_ns, f.uuid), reverse=desc)
+        if after is not None:
+            rows = [f for f in rows if ((f.time_ns, f.uuid) < after if desc
+                                        else (f.time_ns, f.uuid) > after)]
+        page = rows[:limit]
+        cursor = (page[-1].time_ns, page[-1].uuid) if page and len(page) == limit else None
+        return page, cursor
+
+
+class Source:
+    def __init__(self, capacity: int = 1023, store: ListStore | None = None) -> None:
+        self.ring = FlowRing(capacity)
+        self.node_name = NODE
+        self.store = store
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture()
+def served() -> Iterator[tuple[Source, str]]:
+    source = Source(store=ListStore())
+    with serve_in_thread(create_app(source)) as (_, url):
+        yield source, url
+
+
+def uuids(body: dict[str, Any]) -> list[str]:
+    return [r["flow"]["uuid"] for r in body["flows"]]
+
+
+# -- GET /flows with a range ---------------------------------------------------------
+
+
+def test_history_merges_store_and_ring_without_duplicates(served: tuple[Source, str]) -> None:
+    source, url = served
+    assert source.store is not None
+    source.store.add([flow(i) for i in range(0, 8)])          # written
+    source.ring.write_many([flow(i) for i in range(4, 12)])   # 4..7 in both, 8..11 not yet
+    body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h"}).json()
+    assert uuids(body) == [f"u{i:06d}" for i in range(12)]
+    assert body["next"] is None
+
+
+@pytest.mark.parametrize(("selector", "expected"), [
+    pytest.param("first", list(range(0, 5)), id="first"),
+    pytest.param("last", list(range(7, 12)), id="last"),
+])
+def test_first_and_last_limit_a_range(served: tuple[Source, str], selector: str,
+                                      expected: list[int]) -> None:
+    source, url = served
+    assert source.store is not None
+    source.store.add([flow(i) for i in range(0, 8)])
+    source.ring.write_many([flow(i) for i in range(6, 12)])
+    body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h", selector: "5"}).json()
+    assert uuids(body) == [f"u{i:06d}" for i in expected]  # oldest first either way
+    assert body["next"] is not None
+
+
+@pytest.mark.parametrize("selector", [pytest.param("first", id="forward"),
+                                      pytest.param("last", id="backward")])
+def test_paging_by_cursor_visits_every_flow_once(served: tuple[Source, str],
+                                                 selector: str) -> None:
+    source, url = served
+    assert source.store is not None
+    same_time = T0 + 500
+    flows = [flow(i, t=same_time if 20 <= i < 40 else None) for i in range(100)]
+    source.store.add(flows[:90])
+    source.ring.write_many(flows[80:])
+    seen: list[str] = []
+    params: dict[str, str] = {"since": "1h", selector: "7", "verdict": "FORWARDED"}
+    for _ in range(100):
+        body = httpx.get(f"{url}/api/v1/flows", params=params).json()
+        got = uuids(body)
+        seen += got if selector == "first" else list(reversed(got))
+        if body["next"] is None:
+            break
+        params["after"] = body["next"]
+    want = sorted(f.uuid for f in flows)
+    assert sorted(seen) == want and len(seen) == len(set(seen))
+
+
+def test_filters_apply_to_store_and_ring_alike(served: tuple[Source, str]) -> None:
+    source, url = served
+    assert source.store is not None
+    source.store.add([flow(i, verdict=Verdict.DROPPED if i % 2 else Verdict.FORWARDED)
+                      for i in range(6)])
+    source.ring.write_many([flow(i, verdict=Verdict.DROPPED if i % 2 else Verdict.FORWARDED)
+                            for i in range(6, 10)])
+    body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h", "verdict": "DROPPED"}).json()
+    assert uuids(body) == [f"u{i:06d}" for i in (1, 3, 5, 7, 9)]
+
+
+@pytest.mark.parametrize(("params", "status", "message"), [
+    pytest.param({"since": "5 minutes"}, 400, "since: '5 minutes' is not a duration; use a "
+                 "duration ago like 5m, 1h30m or 2d, or an RFC3339 time like "
+                 "2025-11-26T13:00:00Z", id="bad-since"),
+    pytest.param({"since": "2025-13-45T00:00:00Z"}, 400, "since: '2025-13-45T00:00:00Z' is "
+                 "not a valid RFC3339 time; use a duration ago like 5m, 1h30m or 2d, or an "
+                 "RFC3339 time like 2025-11-26T13:00:00Z", id="bad-rfc3339"),
+    pytest.param({"since": "1h", "until": "2h"}, 400, "since (1h) is after until (2h); swap "
+                 "them, or give since only for everything up to now", id="reversed"),
+    pytest.param({"after": "abc"}, 400, "after pages through history: give the same since "
+                 "(and until) as the first page, e.g. since=1h&after=<next>", id="after-alone"),
+    pytest.param({"since": "1h", "after": "abc"}, 400, "after: 'abc' is not a cursor from "
+                 "this API; pass the `next` value of the previous page unchanged",
+                 id="bad-cursor"),
+    pytest.param({"since": "1h", "last": "3", "after": encode_cursor("asc", (1, "u"))}, 400,
+                 "after: this cursor continues a first= query; repeat the same selector "
+                 "(first or last) with it", id="cursor-other-direction"),
+    pytest.param({"since": "1h", "first": "-1"}, 400, "first: -1 is negative; use 0 or more, "
+                 "like first=20", id="negative-first"),
+])
+def test_bad_history_requests_say_what_to_fix(served: tuple[Source, str],
+                                              params: dict[str, str], status: int,
+                                              message: str) -> None:
+    _, url = served
+    resp = httpx.get(f"{url}/api/v1/flows", params=params)
+    assert (resp.status_code, resp.json()) == (status, {"ok": False, "error": message,
+                                                        "status": status})
+
+
+def test_history_without_a_store_is_503_with_the_fix() -> None:
+    source = Source(store=None)
+    with serve_in_thread(create_app(source)) as (_, url):
+        resp = httpx.get(f"{url}/api/v1/flows", params={"since": "5m"})
+    assert resp.status_code == 503
+    assert "--store" in resp.json()["error"]
+
+
+@pytest.mark.parametrize("cursor", [pytest.param((0, ""), id="zero"),
+                                    pytest.param((NOW, "a\"b'c"), id="quotes")])
+def test_cursor_round_trip(cursor: tuple[int, str]) -> None:
+    assert decode_cursor(encode_cursor("desc", cursor), "desc") == cursor
+
+
+def test_history_page_skips_the_ring_scan_when_the_page_ends_before_it() -> None:
+    store = ListStore()
+    store.add([flow(i) for i in range(50)])
+    ring = FlowRing(63)
+    ring.write_many([flow(i, t=NOW + i) for i in range(1000, 1010)])
+    page, cursor = history_page(store, ring, FilterSet(), since_ns=T0, until_ns=None, limit=10,
+                                order="asc", after=None)
+    assert [f.uuid for f in page] == [f"u{i:06d}" for i in range(10)]
+    assert cursor == (page[-1].time_ns, page[-1].uuid)
+
+
+# -- the stream: since + follow ----------------------------------------------------------
+
+
+def ws_connect(url: str, query: str) -> ClientConnection:
+    return connect(url.replace("http://", "ws://") + "/api/v1/flows/stream?" + query,
+                   open_timeout=WAIT_S, close_timeout=2)
+
+
+def recv(ws: ClientConnection) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(ws.recv(timeout=WAIT_S))
+    return body
+
+
+def test_since_follow_switches_to_live_without_gap_or_duplicate(
+        served: tuple[Source, str]) -> None:
+    """Store 0..59, ring 40..79 (the writer's lag), then live 80..99 while switching."""
+    source, url = served
+    store = source.store
+    assert store is not None
+    store.add([flow(i) for i in range(60)])
+    source.ring.write_many([flow(i) for i in range(40, 80)])
+    live_started = threading.Event()
+
+    def writer() -> None:
+        live_started.wait(WAIT_S)
+        for i in range(80, 100):
+            source.ring.write(flow(i))
+            if i % 5 == 0:
+                store.add([flow(j) for j in range(i - 5, i)])  # the writer catches up
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        with ws_connect(url, "since=1h") as ws:
+            got = []
+            while len(got) < 100:
+                msg = recv(ws)
+                assert "flow" in msg, msg
+                got.append(msg["flow"]["uuid"])
+                live_started.set()
+            assert got == [f"u{i:06d}" for i in range(100)]
+            source.ring.write(flow(100))
+            assert recv(ws)["flow"]["uuid"] == "u000100"
+    finally:
+        live_started.set()
+        t.join()
+
+
+def test_since_follow_filters_history_and_live(served: tuple[Source, str]) -> None:
+    source, url = served
+    assert source.store is not None
+    source.store.add([flow(i, pod="cart" if i % 2 else "web") for i in range(10)])
+    with ws_connect(url, "since=1h&from-pod=shop/cart") as ws:
+        assert [recv(ws)["flow"]["uuid"] for _ in range(5)] == [f"u{i:06d}"
+                                                                  for i in (1, 3, 5, 7, 9)]
+        source.ring.write_many([flow(20, pod="web"), flow(21, pod="cart")])
+        assert recv(ws)["flow"]["uuid"] == "u000021"
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    pytest.param("since=1h&until=5m", "until ends a range, and a stream never ends: use GET "
+                 "/api/v1/flows?since=…&until=… for a fixed range", id="until"),
+    pytest.param("since=1h&last=5", "since and last cannot be combined on the stream: since=T "
+                 "already sends every flow from T on", id="since-last"),
+    pytest.param("since=yesterday", "since: 'yesterday' is not a duration; use a duration ago "
+                 "like 5m, 1h30m or 2d, or an RFC3339 time like 2025-11-26T13:00:00Z",
+                 id="bad-since"),
+])
+def test_stream_refuses_bad_ranges_with_1008(served: tuple[Source, str], query: str,
+                                             message: str) -> None:
+    _, url = served
+    with ws_connect(url, query) as ws:
+        assert recv(ws) == {"ok": False, "error": message, "status": 400}
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=WAIT_S)
+        assert ws.close_code == 1008
+
+
+def test_stream_since_without_a_store_closes_1011_with_the_fix() -> None:
+    with serve_in_thread(create_app(Source(store=None))) as (_, url), \
+            ws_connect(url, "since=5m") as ws:
+        body = recv(ws)
+        assert body["status"] == 503 and "--store" in body["error"]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=WAIT_S)
+        assert ws.close_code == 1011
+
+
+# -- slow clients ----------------------------------------------------------------------
+
+
+def test_client_queue_reports_its_overflow_in_place() -> None:
+    import asyncio
+
+    hub = StreamHub()
+
+    async def run() -> list[Any]:
+        q = ClientQueue(hub, maxsize=3)
+        accepted = [q.offer(flow(i)) for i in range(6)]
+        assert accepted == [True, True, True, False, False, False]
+        out = [await q.get(), await q.get()]
+        q.offer(flow(6))  # room again: the marker goes first, then the new flow
+        q.close()
+        while (ev := await q.get()) is not None:
+            out.append(ev)
+        return out
+
+    out = asyncio.run(run())
+    kinds = [ev.uuid if isinstance(ev, Flow) else (ev.source, ev.num_events_lost) for ev in out]
+    assert kinds == ["u000000", "u000001", "u000002",
+                     (LostEventSource.CLIENT_QUEUE, 3), "u000006"]
+    assert hub.client_lost == 3
+
+
+class RawClient:
+    """A WebSocket client that reads only when told (websockets' own client reads ahead).
+
+    Its receive buffer is tiny, so the server's socket fills after a few frames,
+    as with a real client that stalled.
+    """
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(WAIT_S)
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            f"GET /api/v1/flows/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _need(self, n: int) -> None:
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("the server closed the stream")
+            self.buf += chunk
+
+    def recv(self) -> dict[str, Any]:
+        """The next text frame as JSON (server frames are unmasked and unfragmented)."""
+        while True:
+            self._need(2)
+            opcode, size, pos = self.buf[0] & 0x0F, self.buf[1] & 0x7F, 2
+            if size == 126:
+                self._need(4)
+                size, pos = struct.unpack(">H", self.buf[2:4])[0], 4
+            elif size == 127:
+                self._need(10)
+                size, pos = struct.unpack(">Q", self.buf[2:10])[0], 10
+            self._need(pos + size)
+            payload, self.buf = self.buf[pos:pos + size], self.buf[pos + size:]
+            if opcode == 1:
+                body: dict[str, Any] = json.loads(payload)
+                return body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_slow_client_gets_client_queue_losses_and_others_get_everything() -> None:
+    """A client that stops reading fills its own queue; a reading client loses nothing."""
+    source = Source(capacity=(1 << 20) - 1, store=None)  # big enough never to lap anyone
+    app = create_app(source)
+    hub = app.state.streams
+    big = "x" * 2000  # fat flows fill the socket buffers quickly
+    total = 20_000
+    with serve_in_thread(app) as (_, url), ws_connect(url, "") as fast:
+        slow = RawClient(url)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while hub.active < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fast_got: list[str] = []
+
+            def read_fast() -> None:
+                while len(fast_got) < total:
+                    msg = recv(fast)
+                    assert "flow" in msg, msg
+                    fast_got.append(msg["flow"]["uuid"])
+
+            reader = threading.Thread(target=read_fast)
+            reader.start()
+            for i in range(0, total, 500):
+                source.ring.write_many([Flow(time_ns=T0 + j, uuid=f"u{j:06d}-{big}")
+                                        for j in range(i, i + 500)])
+                time.sleep(0.01)
+            reader.join(timeout=60)
+            assert fast_got == [f"u{j:06d}-{big}" for j in range(total)]
+            deadline = time.monotonic() + WAIT_S
+            while hub.client_lost == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert hub.client_lost > 0
+            assert hub.ring_lost == 0
+            # Now drain the slow one: every flow is delivered or counted, in order.
+            delivered, lost, last = 0, 0, -1
+            while delivered + lost < total:
+                msg = slow.recv()
+                if "lost_events" in msg:
+                    assert msg["lost_events"]["source"] == "CLIENT_QUEUE"
+                    lost += msg["lost_events"]["num_events_lost"]
+                else:
+                    j = int(msg["flow"]["uuid"][1:7])
+                    assert j > last
+                    last = j
+                    delivered += 1
+            assert lost == hub.client_lost and delivered + lost == total
+            status = httpx.get(f"{url}/api/v1/status").json()
+            assert status["lost_events"]["CLIENT_QUEUE"] == lost
+        finally:
+            slow.close()
+
+
+def test_build_from_query_ignores_the_token_parameter() -> None:
+    from spyglass.api.params import parse_flow_query
+
+    q = parse_flow_query([("token", "secret"), ("verdict", "DROPPED")], capacity=63)
+    assert q.filters == build_from_query([("verdict", "DROPPED")])
