@@ -35,7 +35,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def manifest_text() -> str:
+def manifest_text(extra: str = "") -> str:
     server = ["/usr/bin/python3", str(HERE / "echo_server.py")]
     return textwrap.dedent(f"""\
         apiVersion: v1
@@ -60,7 +60,7 @@ def manifest_text() -> str:
         kind: Pod
         metadata: {{name: server-1, namespace: e2e-b, labels: {{app: server, tier: db}}}}
         spec: {{containers: [{{name: echo, command: {json.dumps(server)}}}]}}
-        """)
+        """) + (f"---\n{textwrap.dedent(extra)}" if extra else "")
 
 
 @dataclass
@@ -126,10 +126,13 @@ def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
     return left
 
 
-def start_up(tmp: Path, name: str, aggregation: str = "medium") -> Up:
+def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
+             store: str | None = None) -> Up:
+    """`spyglass up` on a test manifest; `store` defaults to a fresh chDB under `tmp`."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     manifest = tmp / "manifest.yaml"
-    manifest.write_text(manifest_text())
+    manifest.write_text(manifest_text(extra))
     state_dir = str(tmp / "state")
     up = Up(proc=None, url=f"http://127.0.0.1:{port}", state_dir=state_dir,  # type: ignore[arg-type]
             pin_dir=f"/sys/fs/bpf/spyglass-{name}-{os.getpid()}", prefix=name,
@@ -139,7 +142,8 @@ def start_up(tmp: Path, name: str, aggregation: str = "medium") -> Up:
             [SPYGLASS, "up", "--manifest", str(manifest), "--listen", f"127.0.0.1:{port}",
              "--monitor-aggregation", aggregation, "--state-dir", state_dir,
              "--pin-dir", up.pin_dir, "--prefix", name, "--link-prefix", name,
-             "--pod-cidr", "10.198.7.0/24", "--node-name", "e2e-node"],
+             "--pod-cidr", "10.198.7.0/24", "--node-name", "e2e-node",
+             "--store", store or f"chdb://{tmp / 'store'}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
