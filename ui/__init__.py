@@ -1,1 +1,14 @@
-"""spyglass.ui"""
+"""spyglass.ui: the web dashboard's static files (no build step; see ui/VENDORED.md)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+
+def static_dir() -> str:
+    """The folder to pass as `create_app(source, ui_dir=...)`; it holds index.html.
+
+    Resolved through the package so that it works from a checkout (editable
+    install) and from an installed wheel alike (`static/**/*` is package data).
+    """
+    return str(resources.files("spyglass.ui").joinpath("static"))
