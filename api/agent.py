@@ -245,6 +245,7 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         url = f"{scheme}://{opts.host}:{opts.port}"
         console.print(f"[bold green]spyglass is up[/] in {agent.timings['ready_s']:.1f}s: "
                       f"{len(agent.lab.pods) if agent.lab else 0} pods, API at {url}")
+        console.print(f"  dashboard:    [bold]{url}/[/]")
         console.print("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
         console.print("  stop:         Ctrl-C here (tears everything down)")
         server.run()  # installs its own SIGINT/SIGTERM handlers and returns on either
