@@ -21,16 +21,20 @@ ours is removed.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import ipaddress
 import os
 import socket
 import struct
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pyroute2 import IPRoute, NetlinkError, netns
+
 from spyglass.lab.errors import LabError
 
 NETNS_DIR = "/var/run/netns"
@@ -45,6 +49,45 @@ class LinkInfo:
     host_ifindex: int
     host_mac: str
     pod_mac: str
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def in_netns(name: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a short-lived thread that has entered the named netns.
+
+    pyroute2's own netns helpers fork a child, and forking a process that already
+    runs other threads (the collector, chDB's engine) can deadlock the child on a
+    lock one of those threads held. A thread's network namespace is its own
+    (setns applies to the calling thread), and sockets keep the namespace they were
+    made in, so a thread that enters the netns, does its netlink work and exits
+    needs no fork at all.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into netns {name!r}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name=f"netns:{name}")
+    worker.start()
+    worker.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def netns_exists(name: str) -> bool:
@@ -62,9 +105,12 @@ def netns_cookie(name: str) -> int:
     """
     if not netns_exists(name):
         return 0
-    try:
-        with netns.create_socket(name, socket.AF_INET, socket.SOCK_DGRAM, flags=0) as s:
+    def cookie() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             return int(struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0])
+
+    try:
+        return in_netns(name, cookie)
     except OSError:
         return -1
 
@@ -80,7 +126,11 @@ def create_netns(name: str) -> None:
     if netns_exists(name):
         raise LabError(f"network namespace {name!r} already exists: is another lab up? "
                        f"Run `spyglass down`, or `ip netns del {name}` if it is stale")
-    netns.create(name)
+    # `ip netns add` (fork + exec, safe with threads) rather than pyroute2's forked helper
+    done = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True,
+                          check=False, timeout=10)
+    if done.returncode != 0:
+        raise LabError(f"cannot create network namespace {name!r}: {done.stderr.strip()}")
 
 
 def remove_netns(name: str) -> bool:
@@ -164,16 +214,21 @@ def configure_link(name: str, host_ifname: str, host_ifindex: int, ip: str) -> L
     with IPRoute() as ipr:
         host_mac = str(ipr.get_links(host_ifindex)[0].get_attr("IFLA_ADDRESS"))
         ipr.link("set", index=host_ifindex, state="up")
-    with IPRoute(netns=name) as pod:
-        lo = pod.link_lookup(ifname="lo")[0]
-        pod.link("set", index=lo, state="up")
-        eth0 = pod.link_lookup(ifname=POD_IFNAME)[0]
-        pod_mac = str(pod.get_links(eth0)[0].get_attr("IFLA_ADDRESS"))
-        pod.addr("add", index=eth0, address=ip, prefixlen=32)
-        pod.link("set", index=eth0, state="up")
-        pod.route("add", dst=f"{GATEWAY}/32", oif=eth0, scope="link")
-        pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=eth0)
-        pod.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
+
+    def inside() -> str:
+        with IPRoute() as pod:
+            lo = pod.link_lookup(ifname="lo")[0]
+            pod.link("set", index=lo, state="up")
+            eth0 = pod.link_lookup(ifname=POD_IFNAME)[0]
+            mac = str(pod.get_links(eth0)[0].get_attr("IFLA_ADDRESS"))
+            pod.addr("add", index=eth0, address=ip, prefixlen=32)
+            pod.link("set", index=eth0, state="up")
+            pod.route("add", dst=f"{GATEWAY}/32", oif=eth0, scope="link")
+            pod.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=eth0)
+            pod.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=eth0, state="permanent")
+            return mac
+
+    pod_mac = in_netns(name, inside)
     return LinkInfo(host_ifindex, host_mac, pod_mac)
 
 

@@ -42,8 +42,8 @@ def start_demo(tmp: Path, *, token: str | None = None, store: str | None = None)
            "--pod-cidr", "10.198.9.0/24", "--node-name", "ui-e2e-node"]
     if token:
         cmd += ["--token", token]
-    if store:
-        cmd += ["--store", store]
+    # never the user's default store: a private chDB (one process per path) unless given
+    cmd += ["--store", store or f"chdb://{tmp / 'store'}"]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with up.log.open("wb") as log:
         up.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
