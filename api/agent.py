@@ -58,6 +58,7 @@ class AgentOptions:
     interval_s: float = 5.0
     ring_capacity: int = 65535
     pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/12"
     node_name: str = field(default_factory=lambda: os.uname().nodename)
     state_dir: str = STATE_DIR
     pin_dir: str = PIN_DIR
@@ -124,10 +125,12 @@ class Agent:
             self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days)
             self.writer = StoreWriter(self.store, max_rows=self.opts.writer_max_rows)
         self.lab = Lab(manifest, pod_cidr=self.opts.pod_cidr, prefix=self.opts.prefix,
-                       link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir)
+                       link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir,
+                       service_cidr=self.opts.service_cidr)
         log(f"compiling the datapath (aggregation {self.opts.aggregation})")
         self.datapath = Datapath(pin_dir=self.opts.pin_dir, aggregation=self.opts.aggregation,
-                                 interval_s=self.opts.interval_s)
+                                 interval_s=self.opts.interval_s,
+                                 service_cidr=self.opts.service_cidr)
         self.timings["compile_s"] = time.monotonic() - t0
         log(f"creating {len(manifest.pods)} pods")
         for warning in manifest.warnings:
@@ -145,11 +148,12 @@ class Agent:
         assert self.manifest is not None
         docs = [o for kind in POLICY_KINDS for o in self.manifest.objects_of(kind)]
         self.policies.load_objects(docs, self.manifest.source)
+        self.datapath.load_services(self.lab.service_entries())
         for pod in pods:
             self.datapath.attach(pod.host_ifindex)
         enricher = Enricher(endpoints=self.lab, identities=self.lab,
                             interfaces=_LabInterfaces(pods), node_name=self.node_name,
-                            policies=self.policies)
+                            policies=self.policies, services=self.lab)
         hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
         lost_sources = []
         if self.writer is not None:

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+
 from spyglass.api.auth import AuthConfig, AuthMiddleware
 from spyglass.api.errors import ApiError, install_error_handlers
 from spyglass.api.history import NO_STORE, events_in_order, history_page

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
+
 from spyglass.api.errors import ApiError, error_body
 
 TOKEN_ENV = "SPYGLASS_TOKEN"

@@ -13,8 +13,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from spyglass.collector.filters import FilterError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from spyglass.collector.filters import FilterError
 
 log = logging.getLogger("spyglass.api")
 

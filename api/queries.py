@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
 from spyglass.api.auth import require_token
 from spyglass.api.errors import ApiError
 from spyglass.api.history import NO_STORE, store_error
@@ -32,7 +34,6 @@ from spyglass.api.tables import frame_to_table
 from spyglass.api.timespec import TimeSpecError, parse_duration_ns, parse_range
 from spyglass.collector.filters import build_from_query
 from spyglass.collector.flow import format_time_ns
-from starlette.concurrency import run_in_threadpool
 
 router = APIRouter(tags=["history"])
 

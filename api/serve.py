@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
+
 from spyglass.api.stream import StreamHub
 
 

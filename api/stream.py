@@ -30,6 +30,9 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeGuard
 
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
 from spyglass.api.auth import SUBPROTOCOL, UNAUTHORIZED, AuthConfig, ws_token
 from spyglass.api.errors import ApiError, error_body
 from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
@@ -38,8 +41,6 @@ from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_sto
 from spyglass.collector.enums import LostEventSource
 from spyglass.collector.filters import FilterError
 from spyglass.collector.flow import Event, Flow, LostEvent, event_to_response
-from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 log = logging.getLogger("spyglass.api")
 

@@ -9,8 +9,9 @@
  * neighbours); the programs either let a packet pass (TC_ACT_OK) or drop it
  * for policy (TC_ACT_SHOT). The pipeline is
  *
- *   parse -> identities -> conntrack lookup -> [lb: issue 4] -> policy
- *         -> conntrack commit + aggregation -> report
+ *   parse -> service translation (LB) -> identities -> conntrack lookup
+ *         -> policy -> NAT rewrite + LB commit -> conntrack commit + aggregation
+ *         -> report
  *
  * Conntrack is looked up before policy and written only after it: replies of
  * known connections skip policy, and a denied packet leaves no CT state. Egress
@@ -25,6 +26,7 @@
 #include "parse.h"
 #include "ct.h"
 #include "policy.h"
+#include "lb.h"
 
 /* Everything a report needs, filled step by step. */
 struct sg_trace {
@@ -38,6 +40,10 @@ struct sg_trace {
 	__u8  pad;
 	__u32 agg_packets;
 	__u32 agg_bytes;
+	__u8  orig_addr[4];   /* SG_F_XLATED / SG_F_XLATED_REPLY: the service address */
+	__u16 orig_port;
+	__u16 pad2;
+	__u32 service_id;     /* SG_F_XLATED, or a drop for want of a backend */
 };
 
 static __always_inline void sg_ipcache_lookup(const __u8 *addr, __u8 ipv6, __u32 *identity,
@@ -134,7 +140,9 @@ static __always_inline struct sg_ct_entry *
 sg_ct_commit(struct sg_ct_entry *e, const struct sg_ct_key *fwd, const struct sg_ct_key *rev,
 	     __u8 action, __u64 now, __u8 *is_reply)
 {
-	struct sg_ct_entry fresh = {};
+	struct sg_scratch *scratch;
+	struct sg_ct_entry *fresh;
+	__u32 zero = 0;
 
 	if (action == SG_CT_USE)
 		return e;
@@ -143,16 +151,20 @@ sg_ct_commit(struct sg_ct_entry *e, const struct sg_ct_key *fwd, const struct sg
 			sg_ct_reset(e, now);
 		return e;
 	}
-	fresh.created_ns = now;
+	scratch = sg_scratch.lookup(&zero);
+	if (!scratch)
+		return NULL;
+	fresh = &scratch->ct;
+	sg_ct_reset(fresh, now);
 	if (action == SG_CT_CREATE_REV) {
 		/* We missed the SYN (attached mid-handshake, or the SYN went another
 		 * way): the SYN-ACK's sender is the server, so file it as a reply. */
 		*is_reply = 1;
-		sg_ct.update((void *)rev, &fresh);
+		sg_ct.update((void *)rev, fresh);
 		return sg_ct.lookup((void *)rev);
 	}
 	sg_ct.delete((void *)rev);
-	sg_ct.update((void *)fwd, &fresh);
+	sg_ct.update((void *)fwd, fresh);
 	return sg_ct.lookup((void *)fwd);
 }
 
@@ -290,57 +302,280 @@ static __always_inline void sg_policy_decide(const struct sg_pkt *p, __u32 local
 }
 
 /* One event of any kind: the trace, drop and policy-verdict records share the
- * struct (spyglass_event.h) and differ in type, subtype and the policy fields. */
+ * struct (spyglass_event.h) and differ in type, subtype and the policy fields.
+ * The event is built in a per-CPU scratch slot, not on the stack: 116 bytes
+ * per inlined call site would break the 512-byte stack limit (bcc 0.26 cannot
+ * load BPF-to-BPF calls, so everything is inlined). Type, subtype and
+ * direction travel packed in `what` (SG_EMIT builds it). */
+#define SG_EMIT(skb, p, t, type, subtype, dir, r) \
+	sg_emit(skb, p, t, (__u32)(type) | ((__u32)(subtype) << 8) | ((__u32)(dir) << 16), r)
+
 static __always_inline void sg_emit(struct __sk_buff *skb, const struct sg_pkt *p,
-				    const struct sg_trace *t, __u8 type, __u8 subtype,
-				    __u8 direction, const struct sg_policy_result *r)
+				    const struct sg_trace *t, __u32 what,
+				    const struct sg_policy_result *r)
 {
-	struct sg_event ev;
+	__u8 type = what, subtype = what >> 8, direction = what >> 16;
+	__u32 zero = 0;
+	struct sg_scratch *scratch = sg_scratch.lookup(&zero);
+	struct sg_event *evp;
 	int ret;
 
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.type = type;
-	ev.subtype = subtype;
-	ev.version = SG_EVENT_VERSION;
-	ev.flags = t->flags;
-	ev.len = sizeof(ev);
-	ev.src_ep = t->src_ep;
-	ev.ifindex = skb->ifindex;
-	ev.orig_len = p->len;
-	ev.ts_ns = bpf_ktime_get_ns();
-	__builtin_memcpy(ev.saddr, p->saddr, 16);
-	__builtin_memcpy(ev.daddr, p->daddr, 16);
-	ev.sport = p->sport;
-	ev.dport = p->dport;
-	ev.proto = p->proto;
-	ev.tcp_flags = p->tcp_flags;
-	ev.reason = t->reason;
-	ev.direction = direction;
-	ev.src_identity = t->src_identity;
-	ev.dst_identity = t->dst_identity;
-	ev.dst_ep = t->dst_ep;
-	ev.agg_packets = t->agg_packets;
-	ev.agg_bytes = t->agg_bytes;
+	if (!scratch)
+		return;
+	evp = &scratch->ev;
+	__builtin_memset(evp, 0, sizeof(*evp));
+	evp->type = type;
+	evp->subtype = subtype;
+	evp->version = SG_EVENT_VERSION;
+	evp->flags = t->flags;
+	evp->len = sizeof(*evp);
+	evp->src_ep = t->src_ep;
+	evp->ifindex = skb->ifindex;
+	evp->orig_len = p->len;
+	evp->ts_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(evp->saddr, p->saddr, 16);
+	__builtin_memcpy(evp->daddr, p->daddr, 16);
+	evp->sport = p->sport;
+	evp->dport = p->dport;
+	evp->proto = p->proto;
+	evp->tcp_flags = p->tcp_flags;
+	evp->reason = t->reason;
+	evp->direction = direction;
+	evp->src_identity = t->src_identity;
+	evp->dst_identity = t->dst_identity;
+	evp->dst_ep = t->dst_ep;
+	evp->agg_packets = t->agg_packets;
+	evp->agg_bytes = t->agg_bytes;
+	__builtin_memcpy(evp->orig_daddr, t->orig_addr, 4);
+	evp->orig_dport = t->orig_port;
+	evp->service_id = t->service_id;
 	if (r) {
-		ev.match_type = r->match_type;
-		ev.policy_cookie = r->cookie;
+		evp->match_type = r->match_type;
+		evp->policy_cookie = r->cookie;
 		if (r->audited) {
-			ev.verdict = SG_VERDICT_AUDITED;
-			ev.flags |= SG_F_AUDITED;
+			evp->verdict = SG_VERDICT_AUDITED;
+			evp->flags |= SG_F_AUDITED;
 		} else if (r->denied) {
-			ev.verdict = SG_VERDICT_DENIED;
+			evp->verdict = SG_VERDICT_DENIED;
 		}
 	}
 
-	ret = sg_events.perf_submit(skb, &ev, sizeof(ev));
+	ret = sg_events.perf_submit(skb, evp, sizeof(*evp));
 	if (ret < 0) {
 		/* The perf lost callback only learns of a loss at the next
 		 * successful write; this counter is exact. */
-		__u32 zero = 0;
 		__u64 *fails = sg_submit_fail.lookup(&zero);
 		if (fails)
 			*fails += 1;
 	}
+}
+
+/* ---- service load balancing (lb.h holds the pure half) ---------------------- */
+
+/* Is the backend still in this slot? A connection's SYN and a client's
+ * affinity only keep their backend while it is still part of the service. */
+static __always_inline int sg_lb_backend_valid(__u32 service_id, __u32 slot, const __u8 *addr,
+					       __u16 port)
+{
+	struct sg_lb_backend_key bk = {};
+	struct sg_lb_backend *b;
+
+	bk.service_id = service_id;
+	bk.slot = slot;
+	b = sg_backends.lookup(&bk);
+	return b && sg_addr4(b->addr) == sg_addr4(addr) && b->port == port;
+}
+
+static __always_inline int sg_lb_stale(__u64 last_seen, __u8 proto, __u64 now)
+{
+	__u64 lifetime = proto == IPPROTO_TCP ? SG_CT_LIFETIME_TCP_NS : SG_CT_LIFETIME_NONTCP_NS;
+
+	return now > last_seen && now - last_seen > lifetime;
+}
+
+/* The LB step at the client's from_container. A packet to a service address
+ * gets its backend: the connection's own (sg_lb_ct FWD) while it lives, else
+ * a new pick: the client's affinity backend if it is still there, else a
+ * random slot (bpf_get_prandom_u32 % count). The parsed tuple is translated
+ * here so that identities, conntrack and policy see the backend; the skb is
+ * rewritten only once policy has allowed it. A packet that is not to a
+ * service may be a backend's reply leaving it (REV entry): marked, not
+ * rewritten (the client's to_container does that). Returns -1 for a service
+ * without backends. */
+static __always_inline int sg_lb_from(struct sg_pkt *p, struct sg_xlate *xl, __u64 now)
+{
+	struct sg_lb_svc_key sk = {};
+	struct sg_lb_backend_key bk = {};
+	struct sg_lb_svc_value *svc;
+	struct sg_lb_ct_value *v;
+	struct sg_lb_backend *b;
+	struct sg_ct_key k;
+	__u8 syn_only = p->proto == IPPROTO_TCP &&
+			(p->tcp_flags & (SG_TCP_SYN | SG_TCP_ACK)) == SG_TCP_SYN;
+	__u32 slot;
+
+	__builtin_memcpy(sk.addr, p->daddr, 4);
+	sk.port = p->dport;
+	sk.proto = p->proto;
+	svc = sg_services.lookup(&sk);
+	if (!svc) {
+		sg_lb_key(&k, p->saddr, p->sport, p->daddr, p->dport, p->proto);
+		v = sg_lb_ct.lookup(&k);
+		if (v && v->kind == SG_LB_REV) {
+			xl->kind = SG_XL_REPLY;
+			__builtin_memcpy(xl->vip, v->addr, 4);
+			xl->vport = v->port;
+			xl->service_id = v->service_id;
+			return 0;
+		}
+#ifdef SG_SVC_MASK
+		{
+			/* An address in the service CIDR that is no service has no backend:
+			 * drop it here rather than let the host route it away. */
+			__u32 d;
+
+			__builtin_memcpy(&d, p->daddr, 4);
+			if ((d & SG_SVC_MASK) == SG_SVC_NET)
+				return -1;
+		}
+#endif
+		return 0;
+	}
+	xl->service_id = svc->service_id;
+	__builtin_memcpy(xl->vip, p->daddr, 4);
+	xl->vport = p->dport;
+	if (svc->count == 0)
+		return -1;
+	sg_lb_key(&k, p->saddr, p->sport, p->daddr, p->dport, p->proto);
+	v = sg_lb_ct.lookup(&k);
+	if (v && v->kind == SG_LB_FWD && v->service_id == svc->service_id &&
+	    !sg_lb_stale(v->last_seen_ns, p->proto, now) &&
+	    (!syn_only || sg_lb_backend_valid(svc->service_id, v->slot, v->addr, v->port))) {
+		/* An existing connection keeps its backend, even one that has
+		 * since left the service; only a new SYN re-checks it. */
+		xl->slot = v->slot;
+		__builtin_memcpy(xl->backend, v->addr, 4);
+		xl->bport = v->port;
+		if (now > v->last_seen_ns && now - v->last_seen_ns > SG_LB_TOUCH_NS)
+			v->last_seen_ns = now;
+	} else {
+		xl->new_conn = 1;
+		slot = bpf_get_prandom_u32() % svc->count;
+		if (svc->flags & SG_SVCF_AFFINITY) {
+			struct sg_lb_affinity_key ak = {};
+			struct sg_lb_affinity_value *a;
+
+			xl->affinity = 1;
+			ak.service_id = svc->service_id;
+			__builtin_memcpy(ak.client, p->saddr, 4);
+			a = sg_lb_affinity.lookup(&ak);
+			if (a && now - a->last_seen_ns <= (__u64)svc->affinity_s * 1000000000ULL &&
+			    sg_lb_backend_valid(svc->service_id, a->slot, a->addr, a->port))
+				slot = a->slot;
+		}
+		bk.service_id = svc->service_id;
+		bk.slot = slot;
+		b = sg_backends.lookup(&bk);
+		if (!b)
+			return -1;   /* a slot beyond the table: an update in flight */
+		xl->slot = slot;
+		__builtin_memcpy(xl->backend, b->addr, 4);
+		xl->bport = b->port;
+	}
+	xl->kind = SG_XL_FWD;
+	__builtin_memcpy(p->daddr, xl->backend, 4);
+	p->dport = xl->bport;
+	p->ct_dport = xl->bport;
+	return 0;
+}
+
+/* The LB step at to_container: a reply of a translated connection arriving
+ * at its client (to be translated back to the VIP), or a translated packet
+ * arriving at its backend (marked, so its events name the service). */
+static __always_inline void sg_lb_to(const struct sg_pkt *p, struct sg_xlate *xl)
+{
+	struct sg_lb_ct_value *v;
+	struct sg_ct_key k;
+
+	sg_lb_key(&k, p->saddr, p->sport, p->daddr, p->dport, p->proto);
+	v = sg_lb_ct.lookup(&k);
+	if (v && v->kind == SG_LB_REV) {
+		xl->kind = SG_XL_REPLY;
+	} else {
+		sg_lb_key(&k, p->daddr, p->dport, p->saddr, p->sport, p->proto);
+		v = sg_lb_ct.lookup(&k);
+		if (!v || v->kind != SG_LB_REV)
+			return;
+		xl->kind = SG_XL_TO_BACKEND;
+	}
+	__builtin_memcpy(xl->vip, v->addr, 4);
+	xl->vport = v->port;
+	xl->service_id = v->service_id;
+}
+
+/* A new translated connection that policy allowed: pin its backend (FWD),
+ * teach the replies their way back (REV), and remember the client's backend
+ * for affinity. p holds the translated tuple. */
+static __always_inline void sg_lb_commit(const struct sg_pkt *p, const struct sg_xlate *xl,
+					 __u64 now)
+{
+	struct sg_lb_ct_value v = {};
+	struct sg_ct_key k;
+
+	v.last_seen_ns = now;
+	v.service_id = xl->service_id;
+	v.slot = xl->slot;
+	v.kind = SG_LB_FWD;
+	__builtin_memcpy(v.addr, xl->backend, 4);
+	v.port = xl->bport;
+	sg_lb_key(&k, p->saddr, p->sport, xl->vip, xl->vport, p->proto);
+	sg_lb_ct.update(&k, &v);
+	v.kind = SG_LB_REV;
+	__builtin_memcpy(v.addr, xl->vip, 4);
+	v.port = xl->vport;
+	sg_lb_key(&k, xl->backend, xl->bport, p->saddr, p->sport, p->proto);
+	sg_lb_ct.update(&k, &v);
+	if (xl->affinity) {
+		struct sg_lb_affinity_key ak = {};
+		struct sg_lb_affinity_value a = {};
+
+		ak.service_id = xl->service_id;
+		__builtin_memcpy(ak.client, p->saddr, 4);
+		a.last_seen_ns = now;
+		a.slot = xl->slot;
+		__builtin_memcpy(a.addr, xl->backend, 4);
+		a.port = xl->bport;
+		sg_lb_affinity.update(&ak, &a);
+	}
+}
+
+/* Events of translated traffic carry the service address (orig_*). */
+static __always_inline void sg_xlate_trace(const struct sg_xlate *xl, struct sg_trace *t)
+{
+	if (xl->kind == SG_XL_NONE)
+		return;
+	__builtin_memcpy(t->orig_addr, xl->vip, 4);
+	t->orig_port = xl->vport;
+	if (xl->kind == SG_XL_REPLY) {
+		t->flags |= SG_F_XLATED_REPLY;
+	} else {
+		t->flags |= SG_F_XLATED;
+		t->service_id = xl->service_id;
+	}
+}
+
+/* Rewrites the skb as the LB step decided, once policy has allowed it:
+ * DNAT at the client's from_container, the reverse SNAT at its to_container. */
+static __always_inline int sg_lb_rewrite(struct __sk_buff *skb, const struct sg_pkt *p,
+					 const struct sg_xlate *xl, int point)
+{
+	if (xl->kind == SG_XL_FWD)
+		return sg_nat4(skb, p, 1, sg_addr4(xl->vip), sg_addr4(xl->backend),
+			       bpf_htons(xl->vport), bpf_htons(xl->bport));
+	if (xl->kind == SG_XL_REPLY && point == SG_POINT_TO)
+		return sg_nat4(skb, p, 0, sg_addr4(p->saddr), sg_addr4(xl->vip),
+			       bpf_htons(p->sport), bpf_htons(xl->vport));
+	return 0;
 }
 
 static __always_inline int sg_handle(struct __sk_buff *skb, int point)
@@ -352,6 +587,7 @@ static __always_inline int sg_handle(struct __sk_buff *skb, int point)
 	struct sg_config *cfg;
 	struct sg_pkt pkt;
 	struct sg_trace t;
+	struct sg_xlate xl;
 	__u8 syn_only, synack, is_reply = 0, action = SG_CT_USE;
 	__u32 zero = 0;
 	__u64 now;
@@ -359,16 +595,33 @@ static __always_inline int sg_handle(struct __sk_buff *skb, int point)
 	__builtin_memset(&pkt, 0, sizeof(pkt));
 	__builtin_memset(&t, 0, sizeof(t));
 	__builtin_memset(&pol, 0, sizeof(pol));
+	__builtin_memset(&xl, 0, sizeof(xl));
 	if (sg_parse(skb, &pkt) < 0)
 		return TC_ACT_OK;
 	if (pkt.ipv6)
 		t.flags |= SG_F_IPV6;
 	cfg = sg_config.lookup(&zero);
 	now = bpf_ktime_get_ns();
+	if (!pkt.ipv6 && pkt.l4_off && (pkt.proto == IPPROTO_TCP || pkt.proto == IPPROTO_UDP)) {
+		if (point == SG_POINT_FROM) {
+			if (sg_lb_from(&pkt, &xl, now) < 0) {
+				/* Not aggregated, like every drop. */
+				t.service_id = xl.service_id;
+				sg_resolve_identities(skb, &pkt, point, &t);
+				t.agg_packets = 1;
+				t.agg_bytes = pkt.len;
+				SG_EMIT(skb, &pkt, &t, SG_EVENT_DROP,
+					SG_DROP_SERVICE_BACKEND_NOT_FOUND, dir, NULL);
+				return TC_ACT_SHOT;
+			}
+		} else {
+			sg_lb_to(&pkt, &xl);
+		}
+		sg_xlate_trace(&xl, &t);
+	}
 	sg_resolve_identities(skb, &pkt, point, &t);
 	sg_ct_keys(&pkt, &fwd, &rev, &syn_only, &synack);
 	e = sg_ct_find(&fwd, &rev, syn_only, synack, point, pkt.proto, now, &is_reply, &action);
-	/* issue 4: service translation (SG_F_XLATED) goes here, before policy. */
 	if (!is_reply) {
 		__u32 local = point == SG_POINT_FROM ? t.src_identity : t.dst_identity;
 		__u32 remote = point == SG_POINT_FROM ? t.dst_identity : t.src_identity;
@@ -381,18 +634,30 @@ static __always_inline int sg_handle(struct __sk_buff *skb, int point)
 		if (pol.enforced && (fresh || (pol.denied && !pol.audited))) {
 			t.agg_packets = 1;
 			t.agg_bytes = pkt.len;
-			sg_emit(skb, &pkt, &t, SG_EVENT_POLICY_VERDICT, 0, dir, &pol);
+			/* a denied (or audited) verdict carries its drop reason in the subtype */
+			SG_EMIT(skb, &pkt, &t, SG_EVENT_POLICY_VERDICT,
+				pol.denied ? pol.drop_reason : 0, dir, &pol);
 		}
 		if (!pol.allowed) {
 			/* Not aggregated: every dropped packet is reported, as in Cilium. */
-			sg_emit(skb, &pkt, &t, SG_EVENT_DROP, pol.drop_reason, dir, &pol);
+			SG_EMIT(skb, &pkt, &t, SG_EVENT_DROP, pol.drop_reason, dir, &pol);
 			return TC_ACT_SHOT;
 		}
+	}
+	if (xl.kind != SG_XL_NONE) {
+		if (sg_lb_rewrite(skb, &pkt, &xl, point) < 0) {
+			t.agg_packets = 1;
+			t.agg_bytes = pkt.len;
+			SG_EMIT(skb, &pkt, &t, SG_EVENT_DROP, SG_DROP_INVALID_PACKET, dir, NULL);
+			return TC_ACT_SHOT;
+		}
+		if (xl.kind == SG_XL_FWD && xl.new_conn)
+			sg_lb_commit(&pkt, &xl, now);
 	}
 	e = sg_ct_commit(e, &fwd, &rev, action, now, &is_reply);
 	sg_ct_and_aggregate(&pkt, point, e, is_reply, cfg, now, &t);
 	if (t.report)
-		sg_emit(skb, &pkt, &t, SG_EVENT_TRACE,
+		SG_EMIT(skb, &pkt, &t, SG_EVENT_TRACE,
 			point == SG_POINT_FROM ? SG_TRACE_FROM_LXC : SG_TRACE_TO_LXC, dir, NULL);
 	return TC_ACT_OK;
 }

@@ -15,15 +15,19 @@ from __future__ import annotations
 import contextlib
 import ctypes as ct
 import errno
+import ipaddress
 import os
+import struct
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import IPRoute
+
 from spyglass.bpf import kernel, tc
+from spyglass.bpf.lb_plan import LB_MAPS, BatchOp, ServicePlan, ServiceTable
 from spyglass.bpf.maps import (
     CFG_POLICY_AUDIT,
     MAP_NAMES,
@@ -43,9 +47,10 @@ from spyglass.bpf.maps import (
     policy_entries,
 )
 from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE, CompiledPolicy
+from spyglass.bpf.services import ServiceEntry
 
-__all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "PolicyLoadStats", "cleanup",
-           "DEFAULT_PIN_DIR"]
+__all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "PolicyLoadStats",
+           "ServiceLoadStats", "cleanup", "DEFAULT_PIN_DIR"]
 
 BPF_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(BPF_DIR, "datapath.c")
@@ -108,18 +113,48 @@ class PolicyLoadStats:
         return self.added + self.updated + self.deleted
 
 
+@dataclass(frozen=True)
+class ServiceLoadStats:
+    """What a service load changed: services added/updated/removed, map entries written."""
+
+    added: int
+    updated: int
+    removed: int
+    unchanged: int
+    writes: int       # map entries written or deleted
+    seconds: float    # planning + writing
+    batched: bool     # False if some map fell back to one syscall per entry
+
+
+def _service_cidr_cflags(cidr: str) -> list[str]:
+    """SG_SVC_NET/SG_SVC_MASK as the u32 the C reads from the packet's address bytes."""
+    net = ipaddress.ip_network(cidr, strict=True)
+    if net.version != 4:
+        raise ValueError(f"service CIDR {cidr!r}: only IPv4 service CIDRs are supported")
+    as_read = struct.Struct("=I")  # the C memcpy's the 4 address bytes into a __u32
+    return [f"-DSG_SVC_NET={as_read.unpack(net.network_address.packed)[0]}U",
+            f"-DSG_SVC_MASK={as_read.unpack(net.netmask.packed)[0]}U"]
+
+
 class Datapath:
     """The loaded datapath. Use as a context manager or call `close()`."""
 
     def __init__(self, *, pin_dir: str = DEFAULT_PIN_DIR, aggregation: str = "medium",
                  interval_s: float = 5.0, ct_size: int = 65536,
-                 policy_size: int = 65536) -> None:
+                 policy_size: int = 65536, services_size: int = 65536,
+                 backends_size: int = 262144, service_cidr: str | None = None) -> None:
+        """`service_cidr`: addresses there that are no service are dropped (reason 158)
+        rather than routed: a ClusterIP must never leave the host by the default route."""
         config = config_value(aggregation, interval_s)  # validate before compiling
+        svc_flags = _service_cidr_cflags(service_cidr) if service_cidr else []
         if not isinstance(ct_size, int) or not 1024 <= ct_size <= 1 << 24:
             raise ValueError(f"ct_size {ct_size!r} must be an integer in 1024..16777216")
         if not isinstance(policy_size, int) or not 1024 <= policy_size <= 1 << 24:
             raise ValueError(f"policy_size {policy_size!r} must be an integer in "
                              "1024..16777216")
+        for name, size in (("services_size", services_size), ("backends_size", backends_size)):
+            if not isinstance(size, int) or not 16 <= size <= 1 << 24:
+                raise ValueError(f"{name} {size!r} must be an integer in 16..16777216")
         self.pin_dir = pin_dir
         self._closed = False
         self._attached: set[int] = set()
@@ -131,12 +166,17 @@ class Datapath:
         self._policy_cidrs: dict[bytes, bytes] = {}  # wanted, including ones a pod shadows
         self._pod_keys: dict[bytes, DatapathEndpoint] = {}  # pod /32 ipcache keys
         self._no_batch: set[str] = set()
+        self._services = ServiceTable()
         for probe in (kernel.probe_root, kernel.probe_bcc, kernel.probe_kernel_headers):
             ok, detail = probe()
             if not ok:
                 raise DatapathError(detail)
         self._check_pins()
-        self._bpf, self._fns = self._load(ct_size, policy_size)
+        self._bpf, self._fns = self._load([
+            f"-DSG_CT_SIZE={ct_size}", f"-DSG_POLICY_SIZE={policy_size}",
+            f"-DSG_LB_CT_SIZE={min(2 * ct_size, 1 << 24)}",
+            f"-DSG_SERVICES_SIZE={services_size}", f"-DSG_BACKENDS_SIZE={backends_size}",
+            *svc_flags])
         try:
             self._write("sg_config", ct.c_uint32(0), config)
             self._pin_all()
@@ -146,10 +186,10 @@ class Datapath:
 
     # -- setup -----------------------------------------------------------------
 
-    def _load(self, ct_size: int, policy_size: int) -> tuple[Any, dict[str, Any]]:
+    def _load(self, sizes: list[str]) -> tuple[Any, dict[str, Any]]:
         from bcc import BPF
 
-        cflags = [f"-I{BPF_DIR}", f"-DSG_CT_SIZE={ct_size}", f"-DSG_POLICY_SIZE={policy_size}"]
+        cflags = [f"-I{BPF_DIR}", *sizes]
         with _captured_stderr() as err:
             try:
                 bpf = BPF(src_file=SOURCE.encode(), cflags=cflags)
@@ -344,6 +384,55 @@ class Datapath:
             per_map={name: (c[0], c[1], c[2]) for name, c in counts.items()},
             batched=not (self._no_batch & {op.map for op in plan}))
 
+    # -- services ---------------------------------------------------------------
+
+    def load_services(self, entries: Sequence[ServiceEntry]) -> ServiceLoadStats:
+        """Make the service maps hold exactly `entries` (a full sync), by diff.
+
+        Services equal to what is loaded are not touched; the rest go in four
+        batched writes at most (lb_plan's order: slots in, services in, stale
+        services out, stale slots out). Established connections keep their
+        backends throughout (sg_lb_ct), even ones whose backend left.
+        """
+        return self._run_service_plan(lambda: self._services.plan(entries, full=True))
+
+    def update_service(self, entry: ServiceEntry) -> ServiceLoadStats:
+        """Add or change one service (a backend came or went, affinity changed...)."""
+        return self._run_service_plan(lambda: self._services.plan([entry]))
+
+    def delete_service(self, service_id: int) -> None:
+        """Remove a service; unknown ids are ignored (deleting twice is not an error).
+        Its VIP is then no longer translated: new packets to it are routed as they are."""
+        self._run_service_plan(lambda: self._services.plan([], removals=[service_id]))
+
+    @property
+    def services(self) -> dict[int, ServiceEntry]:
+        """The services loaded now, by id."""
+        return dict(self._services.entries)
+
+    def service_slots(self, service_id: int) -> tuple[tuple[str, int], ...]:
+        """The service's backends by slot, as the kernel picks them (tests, debugging)."""
+        return self._services.slots.get(service_id, ())
+
+    def _run_service_plan(self, make: Any) -> ServiceLoadStats:
+        start = time.perf_counter()
+        if self._closed:
+            raise DatapathError("the datapath is closed")
+        plan: ServicePlan = make()
+        for op in plan.ops:
+            try:
+                self._apply_batch(op)
+            except OSError as exc:
+                self._services.resync(*(self._read_map(name) for name in LB_MAPS))
+                raise DatapathError(
+                    f"loading services into {op.map} failed ({exc}); the maps may hold a mix "
+                    "of old and new services: load them again (if a map is full, start with "
+                    "larger services_size / backends_size)") from None
+        self._services.commit(plan)
+        return ServiceLoadStats(plan.added, plan.updated, plan.removed, plan.unchanged,
+                                plan.writes, time.perf_counter() - start,
+                                not (self._no_batch & {op.map for op in plan.ops}))
+
     def policy_entries(self) -> dict[str, dict[bytes, bytes]]:
         """The policy maps as the kernel holds them now (tests and debugging)."""
         return {name: self._read_policy_map(name) for name in POLICY_MAPS}
@@ -392,7 +481,48 @@ class Datapath:
             else:
                 self._write(op.map, keys[i], table.Leaf.from_buffer_copy(op.values[i]))
 
+    def _apply_batch(self, op: BatchOp) -> None:
+        """A BatchOp (keys and values already packed back to back) as one syscall,
+        or one per entry where batching is unsupported or a delete hit a missing key."""
+        from bcc.libbcc import lib
+
+        fd = self._fd(op.map)
+        keys = ct.create_string_buffer(op.keys, len(op.keys))
+        if op.map not in self._no_batch:
+            count = ct.c_uint32(op.count)
+            if op.delete:
+                ret = lib.bpf_delete_batch(fd, keys, ct.byref(count))
+            else:
+                values = ct.create_string_buffer(op.values, len(op.values))
+                ret = lib.bpf_update_batch(fd, keys, values, ct.byref(count))
+            if ret == 0:
+                return
+            code = ct.get_errno() or -ret
+            if code not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOENT):
+                raise OSError(code, f"batch write to {op.map}: {os.strerror(code)}")
+            if code != errno.ENOENT:
+                self._no_batch.add(op.map)
+        values_list = op.split_values()
+        for i, key in enumerate(op.split_keys()):
+            kbuf = ct.create_string_buffer(key, len(key))
+            if op.delete:
+                ret = lib.bpf_delete_elem(fd, kbuf)
+                if ret < 0 and (ct.get_errno() or -ret) == errno.ENOENT:
+                    continue
+                _check(ret, f"deleting from {op.map}")
+            else:
+                vbuf = ct.create_string_buffer(values_list[i], len(values_list[i]))
+                _check(lib.bpf_update_elem(fd, kbuf, vbuf, 0), f"writing {op.map}")
+
     def _read_policy_map(self, name: str) -> dict[bytes, bytes]:
+        out = self._read_map(name)
+        if name == "sg_ipcache":  # only the CIDR entries are the policy's
+            out = {k: v for k, v in out.items()
+                   if IpcacheValue.from_buffer_copy(v).identity >= CIDR_IDENTITY_BASE}
+        return out
+
+    def _read_map(self, name: str) -> dict[bytes, bytes]:
+        """A hash or LPM map's raw contents (one syscall per entry: debugging and resync)."""
         from bcc.libbcc import lib
 
         table = self._bpf[name]
@@ -405,9 +535,6 @@ class Datapath:
                 out[bytes(nxt)] = bytes(value)
             ct.memmove(ct.byref(key), ct.byref(nxt), ct.sizeof(key))
             ret = lib.bpf_get_next_key(fd, ct.byref(key), ct.byref(nxt))
-        if name == "sg_ipcache":  # only the CIDR entries are the policy's
-            out = {k: v for k, v in out.items()
-                   if IpcacheValue.from_buffer_copy(v).identity >= CIDR_IDENTITY_BASE}
         return out
 
     def _resync_policy(self) -> None:

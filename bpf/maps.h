@@ -26,6 +26,20 @@
 #ifndef SG_POLICY_SELECTED_SIZE
 #define SG_POLICY_SELECTED_SIZE 16384
 #endif
+#ifndef SG_SERVICES_SIZE
+#define SG_SERVICES_SIZE 65536
+#endif
+#ifndef SG_BACKENDS_SIZE
+#define SG_BACKENDS_SIZE 262144
+#endif
+#ifndef SG_LB_CT_SIZE
+#define SG_LB_CT_SIZE 131072
+#endif
+#ifndef SG_LB_AFFINITY_SIZE
+#define SG_LB_AFFINITY_SIZE 65536
+#endif
+
+#include "ct.h"      /* struct sg_ct_key, which sg_lb_ct shares; needs SG_CT_SIZE */
 
 /* Reserved identities (Cilium's numbers). */
 #define SG_IDENTITY_WORLD 2
@@ -109,7 +123,83 @@ struct sg_policy_sel_value {
 	__u32 flags;          /* SG_POLF_* */
 };
 
+/* Service load balancing (IPv4, TCP and UDP; bpf/services.py writes these).
+ *
+ * sg_services: {VIP, port, proto} -> the service and how many backend slots it
+ * has. sg_backends: {service_id, slot} -> backend, slots 0..count-1 dense, so
+ * that a random pick is prandom % count. Userspace keeps a backend in its slot
+ * for as long as it stays in the service (bpf/lb_plan.py), so connections
+ * and affinities of the other backends never move when one goes. */
+struct sg_lb_svc_key {
+	__u8  addr[4];        /* VIP, as on the wire */
+	__u16 port;           /* host order */
+	__u8  proto;          /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8  pad;
+};
+
+#define SG_SVCF_AFFINITY 0x0001   /* sessionAffinity: ClientIP */
+
+struct sg_lb_svc_value {
+	__u32 service_id;     /* never 0 */
+	__u16 count;          /* backend slots; 0 = drop SERVICE_BACKEND_NOT_FOUND */
+	__u16 flags;          /* SG_SVCF_* */
+	__u32 affinity_s;     /* ClientIP affinity timeout in seconds */
+};
+
+struct sg_lb_backend_key {
+	__u32 service_id;
+	__u32 slot;
+};
+
+struct sg_lb_backend {
+	__u8  addr[4];        /* pod IP, as on the wire */
+	__u16 port;           /* target port, host order */
+	__u16 pad;
+};
+
+/* sg_lb_ct: the NAT state of one translated connection, two entries:
+ *  FWD keyed by the client's tuple (client, cport, VIP, vport): the backend it goes to;
+ *  REV keyed by the backend's reply tuple (backend, bport, client, cport): the VIP
+ *  that the reply is translated back to.
+ * Separate from sg_ct so that conntrack's resets (policy, aggregation) never
+ * lose a connection's backend. Written only after policy allowed the packet. */
+#define SG_LB_FWD 1
+#define SG_LB_REV 2
+
+struct sg_lb_ct_value {
+	__u64 last_seen_ns;
+	__u32 service_id;
+	__u32 slot;           /* FWD: the backend's slot, to check it is still there */
+	__u8  addr[4];        /* FWD: backend; REV: VIP */
+	__u16 port;           /* FWD: target port; REV: service port (host order) */
+	__u8  kind;           /* SG_LB_FWD / SG_LB_REV */
+	__u8  pad;
+};
+
+/* sg_lb_affinity: sessionAffinity ClientIP, {service, client} -> last backend. */
+struct sg_lb_affinity_key {
+	__u32 service_id;
+	__u8  client[4];
+};
+
+struct sg_lb_affinity_value {
+	__u64 last_seen_ns;
+	__u32 slot;
+	__u8  addr[4];
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* Per-CPU scratch space for what does not fit the 512-byte BPF stack (bcc
+ * 0.26 cannot load BPF-to-BPF calls, so every helper is inlined into one frame). */
+struct sg_scratch {
+	struct sg_event ev;       /* sg_emit builds the event here */
+	struct sg_ct_entry ct;    /* sg_ct_commit's fresh entry */
+};
+
 BPF_PERF_OUTPUT(sg_events);
+BPF_PERCPU_ARRAY(sg_scratch, struct sg_scratch, 1);
 BPF_PERCPU_ARRAY(sg_submit_fail, __u64, 1);
 BPF_HASH(sg_endpoints, __u32, struct sg_endpoint_info, SG_ENDPOINTS_SIZE);
 BPF_LPM_TRIE(sg_ipcache, struct sg_ipcache_key, struct sg_ipcache_value, SG_IPCACHE_SIZE);
@@ -118,5 +208,10 @@ BPF_LPM_TRIE(sg_policy_allow, struct sg_policy_key, struct sg_policy_value, SG_P
 BPF_LPM_TRIE(sg_policy_deny, struct sg_policy_key, struct sg_policy_value, SG_POLICY_SIZE);
 BPF_HASH(sg_policy_selected, struct sg_policy_sel_key, struct sg_policy_sel_value,
 	 SG_POLICY_SELECTED_SIZE);
+BPF_HASH(sg_services, struct sg_lb_svc_key, struct sg_lb_svc_value, SG_SERVICES_SIZE);
+BPF_HASH(sg_backends, struct sg_lb_backend_key, struct sg_lb_backend, SG_BACKENDS_SIZE);
+BPF_TABLE("lru_hash", struct sg_ct_key, struct sg_lb_ct_value, sg_lb_ct, SG_LB_CT_SIZE);
+BPF_TABLE("lru_hash", struct sg_lb_affinity_key, struct sg_lb_affinity_value, sg_lb_affinity,
+	  SG_LB_AFFINITY_SIZE);
 
 #endif /* SPYGLASS_MAPS_H */

@@ -46,6 +46,11 @@ MAP_NAMES: tuple[str, ...] = (
     "sg_policy_allow",
     "sg_policy_deny",
     "sg_policy_selected",
+    "sg_scratch",
+    "sg_services",
+    "sg_backends",
+    "sg_lb_ct",
+    "sg_lb_affinity",
 )
 
 #: sg_config.flags
@@ -151,6 +156,83 @@ class CtEntry(ct.Structure):
         ("closing", ct.c_uint8),
         ("pad", ct.c_uint8 * 7),
     ]
+
+
+class LbSvcKey(ct.Structure):
+    """struct sg_lb_svc_key: VIP as on the wire, port in host order."""
+
+    _fields_ = [
+        ("addr", ct.c_uint8 * 4),
+        ("port", ct.c_uint16),
+        ("proto", ct.c_uint8),
+        ("pad", ct.c_uint8),
+    ]
+
+
+class LbSvcValue(ct.Structure):
+    """struct sg_lb_svc_value."""
+
+    _fields_ = [
+        ("service_id", ct.c_uint32),
+        ("count", ct.c_uint16),
+        ("flags", ct.c_uint16),
+        ("affinity_s", ct.c_uint32),
+    ]
+
+
+class LbBackendKey(ct.Structure):
+    """struct sg_lb_backend_key."""
+
+    _fields_ = [("service_id", ct.c_uint32), ("slot", ct.c_uint32)]
+
+
+class LbBackend(ct.Structure):
+    """struct sg_lb_backend: pod IP as on the wire, target port in host order."""
+
+    _fields_ = [
+        ("addr", ct.c_uint8 * 4),
+        ("port", ct.c_uint16),
+        ("pad", ct.c_uint16),
+    ]
+
+
+class LbCtValue(ct.Structure):
+    """struct sg_lb_ct_value (sg_lb_ct is keyed by CtKey)."""
+
+    _fields_ = [
+        ("last_seen_ns", ct.c_uint64),
+        ("service_id", ct.c_uint32),
+        ("slot", ct.c_uint32),
+        ("addr", ct.c_uint8 * 4),
+        ("port", ct.c_uint16),
+        ("kind", ct.c_uint8),
+        ("pad", ct.c_uint8),
+    ]
+
+
+class LbAffinityKey(ct.Structure):
+    """struct sg_lb_affinity_key."""
+
+    _fields_ = [("service_id", ct.c_uint32), ("client", ct.c_uint8 * 4)]
+
+
+class LbAffinityValue(ct.Structure):
+    """struct sg_lb_affinity_value."""
+
+    _fields_ = [
+        ("last_seen_ns", ct.c_uint64),
+        ("slot", ct.c_uint32),
+        ("addr", ct.c_uint8 * 4),
+        ("port", ct.c_uint16),
+        ("pad", ct.c_uint16),
+        ("pad2", ct.c_uint32),
+    ]
+
+
+#: sg_lb_ct_value.kind
+LB_FWD, LB_REV = 1, 2
+#: sg_lb_svc_value.flags
+SVCF_AFFINITY = 0x0001
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ struct sg_pkt {
 	__u8  ipv6;
 	__u8  pad;
 	__u32 len;        /* skb->len */
+	__u32 l4_off;     /* IPv4: offset of the L4 header (for NAT); 0 if none was read */
 };
 
 /* The L4 part, shared by IPv4 and IPv6. Unknown protocols keep ports 0, so
@@ -109,6 +110,7 @@ static __always_inline int sg_parse(struct __sk_buff *skb, struct sg_pkt *p)
 		if (bpf_ntohs(ip.frag_off) & SG_IP_OFFMASK)
 			return 0;
 		sg_parse_l4(skb, ETH_HLEN + ihl, p);
+		p->l4_off = ETH_HLEN + ihl;
 		return 0;
 	}
 	if (h_proto == bpf_htons(ETH_P_IPV6)) {

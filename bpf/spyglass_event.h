@@ -46,6 +46,8 @@
 #define SG_F_REPLY_KNOWN 0x04
 #define SG_F_XLATED 0x08       /* orig_daddr/orig_dport hold the pre-NAT service address */
 #define SG_F_AUDITED 0x10
+#define SG_F_XLATED_REPLY 0x20 /* a reply of a translated connection: orig_daddr/orig_dport
+				  hold the service address the client sees as the source */
 
 /* sg_event.direction (TRAFFIC_DIRECTION_*) */
 #define SG_DIR_UNKNOWN 0

@@ -75,6 +75,8 @@ def _parse_days(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--ring-capacity", default=65535, show_default=True, type=int,
               help="Flows kept in memory; must be 2^n-1.")
 @click.option("--pod-cidr", default="10.244.0.0/16", show_default=True)
+@click.option("--service-cidr", default="10.96.0.0/12", show_default=True,
+              help="ClusterIPs are allocated here; other addresses in it are dropped.")
 @click.option("--node-name", default=None, help="Defaults to the host name.")
 @click.option("--policy-audit", is_flag=True,
               help="Report what policy would drop (verdict AUDIT) without dropping it.")
@@ -98,7 +100,7 @@ def _parse_days(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--prefix", default="sg", hidden=True, help="Name prefix of the lab's netns.")
 @click.option("--link-prefix", default="lxc", hidden=True, help="Name prefix of host veths.")
 def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: str,
-           monitor_interval: float, ring_capacity: int, pod_cidr: str,
+           monitor_interval: float, ring_capacity: int, pod_cidr: str, service_cidr: str,
            node_name: str | None, policy_audit: bool, audit_namespaces: tuple[str, ...],
            store: str, retention: int, token: str | None, metrics_public: bool,
            tls_cert: str | None, tls_key: str | None,
@@ -119,7 +121,7 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
     opts = AgentOptions(
         manifest=manifest, demo=demo, host=host, port=port,
         aggregation=monitor_aggregation, interval_s=monitor_interval,
-        ring_capacity=ring_capacity, pod_cidr=pod_cidr,
+        ring_capacity=ring_capacity, pod_cidr=pod_cidr, service_cidr=service_cidr,
         node_name=node_name or os.uname().nodename,
         state_dir=state_dir, pin_dir=pin_dir, prefix=prefix, link_prefix=link_prefix,
         policy_audit=policy_audit, policy_audit_namespaces=frozenset(audit_namespaces),

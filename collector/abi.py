@@ -22,6 +22,7 @@ F_IS_REPLY = 0x02
 F_REPLY_KNOWN = 0x04
 F_XLATED = 0x08
 F_AUDITED = 0x10
+F_XLATED_REPLY = 0x20
 
 
 class SgEvent(ct.Structure):

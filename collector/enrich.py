@@ -28,6 +28,7 @@ from spyglass.collector.abi import (
     F_IS_REPLY,
     F_REPLY_KNOWN,
     F_XLATED,
+    F_XLATED_REPLY,
 )
 from spyglass.collector.decoder import DecodedBatch, ip4_column
 from spyglass.collector.enums import (
@@ -254,7 +255,8 @@ class Enricher:
                               3 - b.direction, b.direction)
 
         rare = np.flatnonzero((b.type == EVENT_POLICY_VERDICT) | (b.policy_cookie != 0)
-                              | ((b.flags & F_XLATED) != 0) | (b.service_id != 0))
+                              | ((b.flags & (F_XLATED | F_XLATED_REPLY)) != 0)
+                              | (b.service_id != 0))
         if len(rare):
             self._rare(b, rare, verdicts, drops, dst_ips, dports, extras)
 
@@ -287,7 +289,7 @@ class Enricher:
         place rather than slowing down the loop every event goes through.
         """
         orig_ips: list[str] | None = None
-        if ((b.flags & F_XLATED) != 0).any():
+        if ((b.flags & (F_XLATED | F_XLATED_REPLY)) != 0).any():
             orig_ips = ip_strings(b.orig_daddr, ip4_column(b.orig_daddr), b.is_ipv6)
         pol_cache: dict[int, tuple[PolicyRef, ...]] = {}
         svc_cache: dict[tuple[int, str, int], Service | None] = {}
@@ -301,7 +303,7 @@ class Enricher:
                     etype, int(b.subtype[i]), verdicts[i], drops[i], flags, int(b.policy_verdict[i]),
                     int(b.match_type[i]), cookie, tdir, pol_cache)
                 kw.update(pkw)
-            if flags & F_XLATED or service_id:
+            if flags & (F_XLATED | F_XLATED_REPLY) or service_id:
                 dst_ips[i], dports[i], skw = self._service(
                     flags, dst_ips[i], dports[i], orig_ips[i] if orig_ips else "",
                     int(b.orig_dport[i]), service_id, svc_cache)
@@ -319,6 +321,14 @@ class Enricher:
         """
         kw: dict[str, Any] = {}
         dst_ip, dst_port = dip, dport
+        if flags & F_XLATED_REPLY and orig_ip:
+            # a reply of a translated connection: it comes from the service the client asked
+            key = (0, orig_ip, orig_dport)
+            if key not in cache:
+                cache[key] = self._ask(self.services.service_by_addr, orig_ip, orig_dport)
+            if cache[key] is not None:
+                kw["source_service"] = cache[key]
+            return dst_ip, dst_port, kw
         if flags & F_XLATED and orig_ip:
             dst_ip, dst_port = orig_ip, orig_dport
             kw["destination_xlated_ip"], kw["destination_xlated_port"] = dip, dport
@@ -347,13 +357,14 @@ class Enricher:
         denied = verdict == Verdict.DROPPED
         if etype == EVENT_POLICY_VERDICT:
             kw["policy_match_type"] = _MATCH_TYPES.get(match, PolicyMatchType.NONE)
+            would_drop = (DropReason.POLICY_DENY if subtype == DropReason.POLICY_DENY
+                          else DropReason.POLICY_DENIED)
             if flags & F_AUDITED or pverdict == POLICY_AUDITED:
-                verdict = Verdict.AUDIT
+                # audit mode: passed, but say what enforcement would have done and why
+                verdict, denied, drop_reason = Verdict.AUDIT, True, would_drop
             elif pverdict == POLICY_DENIED:
-                verdict, denied = Verdict.DROPPED, True
                 # the datapath puts the drop reason in the subtype: 181 for a deny rule
-                drop_reason = (DropReason.POLICY_DENY if subtype == DropReason.POLICY_DENY
-                               else DropReason.POLICY_DENIED)
+                verdict, denied, drop_reason = Verdict.DROPPED, True, would_drop
             else:
                 verdict = Verdict.FORWARDED
         if cookie:

@@ -191,7 +191,13 @@ TCP_FLAG_BY_NAME: dict[str, int] = dict(TCP_FLAG_BITS)
 # so that the flow layer can name them without reaching further left than it needs to.
 from spyglass.bpf.identity import (  # noqa: E402
     IDENTITY_HOST as IDENTITY_HOST,
+)
+from spyglass.bpf.identity import (
     IDENTITY_UNKNOWN as IDENTITY_UNKNOWN,
+)
+from spyglass.bpf.identity import (
     IDENTITY_WORLD as IDENTITY_WORLD,
+)
+from spyglass.bpf.identity import (
     RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS,
 )

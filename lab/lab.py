@@ -4,7 +4,8 @@ Everything is planned in the constructor (IPs, names, identities, endpoint
 ids) without touching the system, so enrichment and tests can use a Lab
 before, or without, bringing it up. `up()` either completes or tears down
 what it made before raising. The Lab is also the enrichment source for the
-collector: it implements `EndpointGetter` and `IdentityGetter`.
+collector: it implements `EndpointGetter`, `IdentityGetter` and `ServiceGetter`,
+and `service_entries()` is what the agent loads into the datapath's service maps.
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from spyglass.bpf.identity import IdentityAllocator, pod_labels
+from spyglass.bpf.services import DEFAULT_SERVICE_CIDR, ServiceEntry
+from spyglass.collector.flow import Service as FlowService
 from spyglass.collector.getters import EndpointInfo
 from spyglass.lab import ipam, procs
 from spyglass.lab import netns as nl
 from spyglass.lab.errors import LabError
-from spyglass.lab.manifest import Container, Manifest, Pod
+from spyglass.lab.manifest import Container, Manifest, Pod, service_ref
 from spyglass.lab.model import LabPod, ProcessRecord
 from spyglass.lab.naming import host_ifname, netns_name, resolve_ref, workload_name
 from spyglass.lab.placeholders import render
+from spyglass.lab.services import LabServices
 from spyglass.lab.state import (
     DEFAULT_STATE_DIR,
     STATE_VERSION,
@@ -56,7 +60,8 @@ class Lab:
     def __init__(self, manifest: Manifest, *, pod_cidr: str = "10.244.0.0/16",
                  prefix: str = "sg", state_dir: str = DEFAULT_STATE_DIR,
                  link_prefix: str = "lxc", identities: IdentityAllocator | None = None,
-                 python: str = sys.executable, grace: float = 3.0) -> None:
+                 python: str = sys.executable, grace: float = 3.0,
+                 service_cidr: str = DEFAULT_SERVICE_CIDR) -> None:
         if not _PREFIX.match(prefix):
             raise LabError(f"bad lab prefix {prefix!r}: use 1-16 letters, digits, '-', '_' "
                            f"or '.', e.g. 'sg'")
@@ -69,6 +74,10 @@ class Lab:
         self.python = python
         self.grace = grace
         self._popens: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            self.services = LabServices(manifest, service_cidr)
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
         self._state: dict[str, Any] | None = None
         ips = ipam.allocate(pod_cidr, len(manifest.pods))
         self._pods: list[LabPod] = []
@@ -114,7 +123,28 @@ class Lab:
                                    default_namespace=pod.namespace)
             return self._by_ref[f"{ns}/{name}"].ip
 
-        return [render(a, values, ip_of) for a in container.argv]
+        def svc_of(ref: str) -> str:
+            ns, name = service_ref(ref, pod.namespace)
+            ip = self.services.cluster_ips.get(f"{ns}/{name}")
+            if not ip:
+                raise LabError(f"{{{{svc:{ref}}}}}: Service {ns}/{name} has no ClusterIP")
+            return ip
+
+        return [render(a, values, ip_of, svc_of) for a in container.argv]
+
+    # -- services (the agent loads service_entries() into the datapath) -------------------
+
+    def service_entries(self) -> list[ServiceEntry]:
+        """What the datapath's service maps must hold for the pods of the moment."""
+        by_ref = {p.ref: p for p in self.manifest.pods}
+        return self.services.entries((by_ref[p.ref], p.ip) for p in self._pods
+                                     if p.ref in by_ref)
+
+    def service_by_id(self, service_id: int) -> FlowService | None:
+        return self.services.service_by_id(service_id)
+
+    def service_by_addr(self, ip: str, port: int) -> FlowService | None:
+        return self.services.service_by_addr(ip, port)
 
     # -- EndpointGetter / IdentityGetter --------------------------------------------------
 

@@ -15,10 +15,12 @@ implicit namespace other than `default` adds a line to `Manifest.warnings`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
 from spyglass.lab import k8s_names
 from spyglass.lab.errors import ManifestError, PodRefError
 from spyglass.lab.naming import resolve_ref
@@ -172,8 +174,9 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
                     f"{source}: document {obj.doc}: namespace {obj.namespace!r} has no "
                     f"Namespace object; created it with no labels (add one to give it labels)"
                 )
+    services = [o for o in objects.values() if o.kind == "Service"]
     for pod in pods.values():
-        _check_placeholders(source, pod, list(pods.values()))
+        _check_placeholders(source, pod, list(pods.values()), services)
     return Manifest(source, tuple(namespaces.values()), tuple(pods.values()),
                     tuple(objects.values()), tuple(warnings))
 
@@ -344,7 +347,14 @@ def _port(d: _Doc, p: Any, path: str, names: set[str]) -> ContainerPort:
     return ContainerPort(num, proto, pname)
 
 
-def _check_placeholders(source: str, pod: Pod, pods: list[Pod]) -> None:
+def service_ref(ref: str, default_namespace: str) -> tuple[str, str]:
+    """(namespace, name) of a `{{svc:REF}}`: "ns/name", or a bare name in the pod's namespace."""
+    ns, _, name = ref.rpartition("/")
+    return (ns or default_namespace), name
+
+
+def _check_placeholders(source: str, pod: Pod, pods: list[Pod],
+                        services: Sequence[RawObject] = ()) -> None:
     """Fail at load time, naming the field, if a placeholder is malformed or names no pod."""
     d = _Doc(source, pod.doc)
     d.ident = f"Pod {pod.ref}"
@@ -355,12 +365,25 @@ def _check_placeholders(source: str, pod: Pod, pods: list[Pod]) -> None:
         resolve_ref(ref, keys, default_namespace=pod.namespace)
         return "0.0.0.0"
 
+    def svc_of(ref: str) -> str:
+        ns, name = service_ref(ref, pod.namespace)
+        obj = next((o for o in services if (o.namespace, o.name) == (ns, name)), None)
+        if obj is None:
+            known = ", ".join(f"{o.namespace}/{o.name}" for o in services) or "none"
+            raise ValueError(f"{{{{svc:{ref}}}}}: no Service {ns}/{name} in this manifest "
+                             f"(Services: {known})")
+        spec = obj.body.get("spec")
+        if isinstance(spec, dict) and spec.get("clusterIP") == "None":
+            raise ValueError(f"{{{{svc:{ref}}}}}: Service {ns}/{name} is headless (clusterIP: "
+                             "None) and has no address; use {{ip:pod}} for one of its pods")
+        return "0.0.0.0"
+
     for i, c in enumerate(pod.containers):
         fields = [(f"command[{j}]", s) for j, s in enumerate(c.command)]
         fields += [(f"args[{j}]", s) for j, s in enumerate(c.args)]
         fields += [(f"env[{j}].value", v) for j, (_, v) in enumerate(c.env)]
         for where, text in fields:
             try:
-                render(text, values, ip_of)
+                render(text, values, ip_of, svc_of)
             except (ValueError, PodRefError) as e:
                 d.fail(f"spec.containers[{i}].{where}", str(e))

@@ -10,8 +10,8 @@ be run any number of times.
 
 from __future__ import annotations
 
-import json
 import contextlib
+import json
 import os
 import subprocess
 import tempfile

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 iproute2 python3-venv
-              python3-dev gcc libc6-dev make curl iputils-ping chromium)
+              python3-dev gcc libc6-dev make curl iputils-ping chromium iptables nftables)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 

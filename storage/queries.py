@@ -151,8 +151,10 @@ def timeseries(where: str, params: dict[str, Any], since_ns: int | None, until_n
     p.values.update(params)
     cond = all_of([where, time_range(since_ns, until_ns, p)])
     counts = ", ".join(f"countIf(verdict = '{v.name}') AS {v.name.lower()}" for v in Verdict)
+    # The bucket must not be aliased `time`: ClickHouse resolves WHERE's `time` to a SELECT
+    # alias first, and the range would then cut on bucket starts instead of flow times.
     sql = f"""SELECT toStartOfInterval(time, toIntervalSecond({p.add(int(bucket_s), 'UInt32')}),
-                                       'UTC') AS time,
+                                       'UTC') AS bucket,
                      count() AS flows, {counts}
-              FROM flows WHERE {cond} GROUP BY time ORDER BY time"""
+              FROM flows WHERE {cond} GROUP BY bucket ORDER BY bucket"""
     return sql, p.values

@@ -285,7 +285,7 @@ class FlowStore:
                              "or a shorter range")
         where, params = filters.sql()
         sql, params = queries.timeseries(where, params, since_ns, until_ns, bucket_s)
-        df = self._df(sql, params, "counting flows over time")
+        df = self._df(sql, params, "counting flows over time").rename(columns={"bucket": "time"})
         return _fill_buckets(df, since_ns, until_ns, bucket_s)
 
     def sql(self, text: str, *, limit: int = 10000, timeout_s: float = 10) -> pd.DataFrame:

@@ -83,6 +83,7 @@ def test_record_is_one_perf_sample_of_128_bytes() -> None:
         pytest.param("SG_F_REPLY_KNOWN", abi.F_REPLY_KNOWN, id="flag-reply-known"),
         pytest.param("SG_F_XLATED", abi.F_XLATED, id="flag-xlated"),
         pytest.param("SG_F_AUDITED", abi.F_AUDITED, id="flag-audited"),
+        pytest.param("SG_F_XLATED_REPLY", abi.F_XLATED_REPLY, id="flag-xlated-reply"),
     ],
 )
 def test_constants_match_header(name: str, value: int) -> None:

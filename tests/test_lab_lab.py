@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from spyglass.bpf.identity import IdentityAllocator
 from spyglass.collector.getters import EndpointGetter, IdentityGetter
 from spyglass.lab.errors import LabError, PodRefError
@@ -81,9 +82,26 @@ def test_render_argv_fills_placeholders(lab: Lab) -> None:
     fe = m.pod("shop/frontend-0")
     argv = lab.render_argv(fe, fe.containers[0])
     assert argv[0] == "/venv/bin/python" and "frontend-0" in argv
-    assert f"http://{lab.pod('shop/cart-0').ip}:8080/api/cart" in argv
-    assert f"{lab.pod('ops/monitor-0').ip}:8125" in argv
+    # The demo's pods talk through Services: {{svc:…}} is the ClusterIP.
+    assert f"http://{lab.services.cluster_ips['shop/cart']}/api/cart" in argv
+    assert f"{lab.services.cluster_ips['ops/statsd']}:8125" in argv
     assert not any("{{" in a for a in argv)
+
+
+def test_demo_services_have_backends_and_resolve_for_enrichment(lab: Lab) -> None:
+    entries = {(e.namespace, e.name): e for e in lab.service_entries()}
+    assert set(entries) == {("shop", "frontend"), ("shop", "cart"), ("shop", "catalog"),
+                            ("shop", "db"), ("ops", "statsd")}
+    fe = entries[("shop", "frontend")]
+    assert sorted(fe.backends) == sorted((lab.pod(f"shop/frontend-{i}").ip, 8080)
+                                         for i in (0, 1))
+    assert entries[("shop", "cart")].affinity
+    statsd = entries[("ops", "statsd")]
+    assert (statsd.proto, statsd.port, statsd.backends) == (
+        17, 8125, ((lab.pod("ops/monitor-0").ip, 8125),))
+    for e in entries.values():
+        assert e.vip.startswith("10.") and lab.service_by_id(e.service_id).name == e.name
+        assert lab.service_by_addr(e.vip, e.port).namespace == e.namespace
 
 
 @pytest.mark.parametrize(("kwargs", "pattern"), [

@@ -127,7 +127,7 @@ def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
 
 
 def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
-             store: str | None = None) -> Up:
+             store: str | None = None, audit_namespaces: tuple[str, ...] = ()) -> Up:
     """`spyglass up` on a test manifest; `store` defaults to a fresh chDB under `tmp`."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,8 @@ def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
              "--monitor-aggregation", aggregation, "--state-dir", state_dir,
              "--pin-dir", up.pin_dir, "--prefix", name, "--link-prefix", name,
              "--pod-cidr", "10.198.7.0/24", "--node-name", "e2e-node",
-             "--store", store or f"chdb://{tmp / 'store'}"],
+             "--store", store or f"chdb://{tmp / 'store'}",
+             *[a for ns in audit_namespaces for a in ("--policy-audit-namespace", ns)]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:

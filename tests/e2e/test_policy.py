@@ -175,3 +175,20 @@ def test_unknown_policy_delete_is_a_clear_error(pol: Up) -> None:
     assert "no policy e2e-a/nope is applied" in done.stderr
 
 
+
+
+def test_audit_mode_lets_traffic_through_and_reports_what_would_drop(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    up = start_up(tmp_path_factory.mktemp("audit"), "sga", extra=SERVER_INGRESS,
+                  audit_namespaces=("e2e-a",))
+    try:
+        assert probe(up, "udp", server_ip(up), "2")["echo"] == "ping-udp"  # not dropped
+        audited = up.wait_flows(lambda fl: bool(fl), "--verdict", "AUDIT")
+        assert audited, "no AUDIT verdict reported"
+        f = audited[-1]
+        assert f["event_type"]["type"] == 5  # a policy verdict
+        assert f["ingress_denied_by"][0]["name"] == "server-ingress"
+        assert f["drop_reason_desc"] == "POLICY_DENIED"  # what enforcement would have done
+        assert not up.flows("--verdict", "DROPPED")
+    finally:
+        stop_up(up)
