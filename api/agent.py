@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,8 +37,9 @@ from spyglass.collector.perf import PerfReader
 from spyglass.collector.ring import FlowRing
 from spyglass.lab.errors import LabError
 from spyglass.lab.lab import Lab
-from spyglass.lab.manifest import Manifest, load_manifest
+from spyglass.lab.manifest import Manifest, Pod, load_manifest, parse_manifest
 from spyglass.lab.model import LabPod
+from spyglass.lab.services import parse_service
 from spyglass.lab.state import teardown_from_state
 from spyglass.storage import FlowStore, StoreError, StoreWriter, store_hook
 
@@ -83,13 +85,13 @@ def demo_manifest_path() -> str:
 
 
 class _LabInterfaces:
-    """InterfaceGetter over the lab's host-side veths."""
+    """InterfaceGetter over the lab's host-side veths (pods come and go)."""
 
-    def __init__(self, pods: list[LabPod]) -> None:
-        self._names = {p.host_ifindex: p.host_ifname for p in pods}
+    def __init__(self, lab: Lab) -> None:
+        self._lab = lab
 
     def ifname(self, ifindex: int) -> str:
-        return self._names.get(ifindex, "")
+        return next((p.host_ifname for p in self._lab.pods if p.host_ifindex == ifindex), "")
 
 
 class Agent:
@@ -109,6 +111,7 @@ class Agent:
         self.store_dsn = opts.store or ""
         self.writer: StoreWriter | None = None
         self.metrics = FlowMetrics()
+        self._changes = threading.Lock()  # pod and service changes, one at a time
         self.policies = PolicyManager(self._pod_views, self._load_policy,
                                       audit_namespaces=opts.policy_audit_namespaces,
                                       audit_all=opts.policy_audit)
@@ -142,9 +145,7 @@ class Agent:
         """Program endpoints, attach the datapath and start the collector, before any pod runs."""
         assert self.datapath is not None and self.lab is not None
         for pod in pods:
-            self.datapath.upsert_endpoint(DatapathEndpoint(
-                ifindex=pod.host_ifindex, ifname=pod.host_ifname, ep_id=pod.ep_id,
-                identity=pod.identity, ipv4=pod.ip))
+            self.datapath.upsert_endpoint(_endpoint(pod))
         assert self.manifest is not None
         docs = [o for kind in POLICY_KINDS for o in self.manifest.objects_of(kind)]
         self.policies.load_objects(docs, self.manifest.source)
@@ -152,7 +153,7 @@ class Agent:
         for pod in pods:
             self.datapath.attach(pod.host_ifindex)
         enricher = Enricher(endpoints=self.lab, identities=self.lab,
-                            interfaces=_LabInterfaces(pods), node_name=self.node_name,
+                            interfaces=_LabInterfaces(self.lab), node_name=self.node_name,
                             policies=self.policies, services=self.lab)
         hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
         lost_sources = []
@@ -163,6 +164,88 @@ class Agent:
                                    self.ring, submit_failures=self.datapath.submit_failures,
                                    on_batch=hooks, lost_sources=lost_sources)
         self.collector.start()
+
+    # -- changes while up: pods and services (the API's lab and service routes) --------------
+
+    def add_pods(self, yaml_text: str, source: str = "<request>") -> list[str]:
+        """`spyglass lab add -f`: every Pod of the YAML, wired, attached, then started."""
+        pods = parse_manifest(yaml_text, source).pods
+        if not pods:
+            raise LabError(f"{source}: no Pod documents to add")
+        with self._changes:
+            return [self._add(p).ref for p in pods]
+
+    def delete_pod(self, ref: str) -> str:
+        with self._changes:
+            return self._delete(ref)
+
+    def scale(self, workload: str, replicas: int) -> dict[str, list[str]]:
+        """`spyglass lab scale NS/WORKLOAD --replicas N`."""
+        with self._changes:
+            lab = self._running_lab()
+            add, drop = lab.scale_plan(workload, replicas)
+            return {"added": [self._add(p).ref for p in add],
+                    "deleted": [self._delete(ref) for ref in drop]}
+
+    def apply_services(self, yaml_text: str, source: str = "<request>") -> dict[str, str]:
+        """`spyglass service apply -f`: Services by ClusterIP, all parsed before any applies."""
+        manifest = parse_manifest(yaml_text, source)
+        services = [parse_service(o, source) for o in manifest.objects_of("Service")]
+        if not services:
+            raise LabError(f"{source}: no Service documents to apply")
+        with self._changes:
+            lab = self._running_lab()
+            applied = {svc.ref: lab.services.apply(svc) for svc in services}
+            self._sync_services()
+            return applied
+
+    def delete_service(self, ref: str) -> str:
+        with self._changes:
+            if self._running_lab().services.delete(ref) is None:
+                raise LabError(f"no Service {ref} in the lab")
+            self._sync_services()
+            return ref
+
+    def list_services(self) -> list[dict[str, Any]]:
+        lab = self._running_lab()
+        return [{"namespace": s.namespace, "name": s.name, "cluster_ip":
+                 lab.services.cluster_ips.get(s.ref, "None" if s.headless else ""),
+                 "ports": [f"{p.port}/{p.protocol}" for p in s.ports],
+                 "selector": s.selector, "affinity": s.affinity}
+                for s in lab.services.services]
+
+    def _running_lab(self) -> Lab:
+        if self.lab is None or self.datapath is None:
+            raise LabError("the lab is not running")
+        return self.lab
+
+    def _add(self, pod: Pod) -> LabPod:
+        lab, dp = self._running_lab(), self.datapath
+        assert dp is not None
+
+        def wired(lp: LabPod) -> None:
+            dp.upsert_endpoint(_endpoint(lp))
+            self.policies.refresh()  # a new identity may be selected by policies
+            dp.attach(lp.host_ifindex)
+
+        added = lab.add_pod(pod, on_wired=wired)
+        self._sync_services()
+        return added
+
+    def _delete(self, ref: str) -> str:
+        lab, dp = self._running_lab(), self.datapath
+        assert dp is not None
+        pod = lab.pod(ref)
+        dp.detach(pod.host_ifindex)
+        dp.delete_endpoint(_endpoint(pod))
+        lab.delete_pod(pod.ref)
+        self._sync_services()
+        self.policies.refresh()
+        return pod.ref
+
+    def _sync_services(self) -> None:
+        assert self.datapath is not None and self.lab is not None
+        self.datapath.load_services(self.lab.service_entries())
 
     def _pod_views(self) -> list[PodView]:
         """The running pods as policy sees them (identities, labels, named ports)."""
@@ -228,6 +311,7 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     from spyglass.api.app import create_app
     from spyglass.api.auth import AuthConfig, check_listen_security, token_from_env
+    from spyglass.api.lab_routes import lab_router
     from spyglass.api.policy_routes import policy_router
     from spyglass.api.serve import make_server
 
@@ -242,7 +326,8 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
         app = create_app(agent, ui_dir=UI_DIR, metrics=agent.metrics,
                          auth=AuthConfig(token, opts.metrics_public), tls=bool(opts.tls_cert),
-                         routers=[policy_router(agent.policies, agent.flow_by_uuid)])
+                         routers=[policy_router(agent.policies, agent.flow_by_uuid),
+                                  lab_router(agent)])
         server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
                              ssl_keyfile=opts.tls_key)
         scheme = "https" if opts.tls_cert else "http"
@@ -270,6 +355,11 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
 
 class ListenError(RuntimeError):
     """The API's address cannot be bound: said before anything is created on the host."""
+
+
+def _endpoint(pod: LabPod) -> DatapathEndpoint:
+    return DatapathEndpoint(ifindex=pod.host_ifindex, ifname=pod.host_ifname, ep_id=pod.ep_id,
+                            identity=pod.identity, ipv4=pod.ip)
 
 
 def _check_listen(host: str, port: int) -> None:

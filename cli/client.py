@@ -109,6 +109,10 @@ class ApiClient:
         return self._request("POST", f"{API}{path}", params, json_body=json_body,
                              content=content, headers=headers)
 
+    def delete(self, path: str, params: Sequence[tuple[str, str]] = ()) -> Any:
+        """DELETE an API path (under /api/v1) and return its JSON body."""
+        return self._request("DELETE", f"{API}{path}", params)
+
     def _get(self, path: str, params: Sequence[tuple[str, str]]) -> Any:
         return self._request("GET", path, params)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
+from spyglass.cli.common import client_options, make_client
 from spyglass.lab.errors import LabError
 from spyglass.lab.model import LabPod
 from spyglass.lab.state import DEFAULT_STATE_DIR, exec_in_pod, find_pod, load_state, pods_from_state
@@ -86,3 +88,47 @@ def exec_cmd(pod: str, argv: tuple[str, ...], timeout: float | None, state_dir: 
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     sys.exit(done.returncode)
+
+
+# -- changes go through the API: the `up` process owns the datapath -------------------------
+
+
+@lab_group.command("add")
+@click.option("-f", "--filename", "filename", required=True, type=click.File("r"),
+              help="YAML of Pod documents ('-' = stdin).")
+@client_options()
+def add_cmd(filename: Any, **kw: Any) -> None:
+    """Add pods to the running lab: wired, attached to the datapath, in services' backends."""
+    with make_client(kw) as client:
+        body = client.post("/lab/pods", content=filename.read().encode(),
+                           content_type="application/yaml", params=[("source", filename.name)])
+    for ref in body["added"]:
+        click.echo(f"added {ref}")
+
+
+@lab_group.command("delete")
+@click.argument("pod")
+@client_options()
+def delete_cmd(pod: str, **kw: Any) -> None:
+    """Delete a pod (NAMESPACE/POD) from the running lab."""
+    ns, _, name = pod.rpartition("/")
+    with make_client(kw) as client:
+        body = client.delete(f"/lab/pods/{ns or 'default'}/{name}")
+    click.echo(f"deleted {body['deleted']}")
+
+
+@lab_group.command("scale")
+@click.argument("workload")
+@click.option("--replicas", type=click.IntRange(0, 1000), required=True)
+@client_options()
+def scale_cmd(workload: str, replicas: int, **kw: Any) -> None:
+    """Scale NAMESPACE/WORKLOAD (its `app` label) to N pods, copying its first pod."""
+    with make_client(kw) as client:
+        body = client.post("/lab/scale", params=[("workload", workload),
+                                                 ("replicas", str(replicas))])
+    for ref in body["added"]:
+        click.echo(f"added {ref}")
+    for ref in body["deleted"]:
+        click.echo(f"deleted {ref}")
+    if not body["added"] and not body["deleted"]:
+        click.echo(f"{workload} already has {replicas} replicas")

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "lab": "spyglass.cli.lab_cmds:lab_group",
     "policy": "spyglass.cli.policy_cmds:policy_group",
     "explain": "spyglass.cli.policy_cmds:explain_cmd",
+    "service": "spyglass.cli.service_cmds:service_group",
 }
 
 

@@ -50,7 +50,7 @@ def delete_cmd(name: str, namespace: str, kind: str | None, **kw: Any) -> None:
         namespace, name = name.split("/", 1)
     params = [("kind", kind)] if kind else []
     with make_client(kw) as client:
-        client._request("DELETE", f"/api/v1/policies/{namespace}/{name}", params)
+        client.delete(f"/policies/{namespace}/{name}", params)
     click.echo(f"deleted {namespace}/{name}")
 
 

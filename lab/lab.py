@@ -40,6 +40,7 @@ from spyglass.lab.state import (
     save_state,
     state_path,
     teardown,
+    teardown_pod,
 )
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")
@@ -68,6 +69,7 @@ class Lab:
         self.manifest = manifest
         self.pod_cidr = pod_cidr
         self.prefix = prefix
+        self.link_prefix = link_prefix
         self.state_dir = state_dir
         self.log_dir = os.path.join(state_dir, "lab")
         self.identities = identities if identities is not None else IdentityAllocator()
@@ -215,6 +217,84 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+    # -- changes while up (`spyglass lab add|delete|scale`) --------------------------------
+
+    def add_pod(self, pod: Pod, on_wired: Callable[[LabPod], None] | None = None) -> LabPod:
+        """Wire and start one more pod; `on_wired` runs before its containers start."""
+        if self._state is None:
+            raise LabError("the lab is not up: start it with `spyglass up`")
+        if pod.ref in self._by_ref:
+            raise LabError(f"pod {pod.ref} already exists: pick another name")
+        used = {p.ip for p in self._pods}
+        ip = next((a for a in ipam.allocate(self.pod_cidr, len(self._pods) + 1)
+                   if a not in used), None)
+        if ip is None:  # pragma: no cover - allocate() raises first when the CIDR is full
+            raise LabError(f"pod CIDR {self.pod_cidr} is full")
+        ident_labels = pod_labels(pod.namespace, {
+            **pod.labels, **namespace_identity_labels(self.manifest, pod.namespace)})
+        self._pods.append(LabPod(
+            namespace=pod.namespace, name=pod.name, ip=ip, labels=dict(pod.labels),
+            identity=self.identities.allocate(ident_labels), identity_labels=ident_labels,
+            ep_id=max((p.ep_id for p in self._pods), default=0) + 1,
+            netns=netns_name(self.prefix, pod.namespace, pod.name),
+            host_ifname=host_ifname(self.link_prefix, self.prefix, pod.namespace, pod.name),
+            workload=workload_name(pod.name, pod.labels)))
+        self.manifest = dataclasses.replace(self.manifest, pods=(*self.manifest.pods, pod))
+        self._index()
+        i = len(self._pods) - 1
+        try:
+            self._wire(i)
+            if on_wired is not None:
+                on_wired(self._pods[i])
+            self._start(i, pod)
+        except BaseException:
+            self.delete_pod(pod.ref)
+            raise
+        return self._pods[i]
+
+    def delete_pod(self, ref: str) -> LabPod:
+        """Stop and remove one pod; the rest of the lab is untouched."""
+        if self._state is None:
+            raise LabError("the lab is not up: start it with `spyglass up`")
+        gone = self.pod(ref)
+        teardown_pod(gone, grace=self.grace, popens=self._popens)
+        self._pods = [p for p in self._pods if p.ref != gone.ref]
+        self.manifest = dataclasses.replace(
+            self.manifest, pods=tuple(p for p in self.manifest.pods if p.ref != gone.ref))
+        self._index()
+        self._save()
+        return gone
+
+    def scale_plan(self, workload: str, replicas: int) -> tuple[list[Pod], list[str]]:
+        """Pods to add and refs to delete so that NAMESPACE/WORKLOAD has `replicas` pods.
+
+        New pods copy the first pod of the workload and are named `<workload>-<n>` with
+        the lowest free ordinals; scaling down removes the highest ordinals first.
+        """
+        ns, _, name = workload.rpartition("/")
+        ns = ns or "default"
+        if replicas < 0:
+            raise LabError(f"replicas must be 0 or more, not {replicas}")
+        mine = [p for p in self.manifest.pods
+                if p.namespace == ns and workload_name(p.name, p.labels) == name]
+        if not mine:
+            known = sorted({f"{p.namespace}/{workload_name(p.name, p.labels)}"
+                            for p in self.manifest.pods})
+            raise LabError(f"no workload {ns}/{name} in the lab (workloads: {', '.join(known)})")
+        if replicas >= len(mine):
+            taken = {p.name for p in self.manifest.pods if p.namespace == ns}
+            names = (f"{name}-{n}" for n in range(10_000) if f"{name}-{n}" not in taken)
+            add = [dataclasses.replace(mine[0], name=next(names))
+                   for _ in range(replicas - len(mine))]
+            return add, []
+
+        def ordinal(p: Pod) -> tuple[int, str]:
+            tail = p.name.rsplit("-", 1)[-1]
+            return (int(tail) if tail.isdigit() else -1, p.name)
+
+        drop = sorted(mine, key=ordinal, reverse=True)[:len(mine) - replicas]
+        return [], [p.ref for p in drop]
 
     # -- internals ------------------------------------------------------------------------
 

@@ -136,6 +136,18 @@ def teardown(state: dict[str, Any], state_dir: str, *, grace: float = 3.0,
     return done
 
 
+def teardown_pod(pod: LabPod, *, grace: float = 3.0,
+                 popens: Mapping[int, subprocess.Popen[bytes]] | None = None) -> list[str]:
+    """Remove one pod (its processes, then its network), for `spyglass lab delete`."""
+    done = []
+    for rec in pod.processes:
+        msg = procs.stop(rec, grace, (popens or {}).get(rec.pid))
+        if msg:
+            done.append(f"{pod.ref}: {msg}")
+    done.extend(f"{pod.ref}: {m}" for m in _teardown_pod(pod))
+    return done
+
+
 def _teardown_pod(pod: LabPod) -> list[str]:
     done = []
     link_ours = "link" in pod.owned and nl.our_link(pod.host_ifname, pod.host_ifindex)

@@ -12,8 +12,14 @@ import sys
 import time
 
 
+def addr(host: str, default_port: int) -> tuple[str, int]:
+    """HOST or HOST:PORT."""
+    name, _, port = host.partition(":")
+    return name, int(port) if port else default_port
+
+
 def tcp(host: str, size: int, timeout: float = 10) -> dict[str, object]:
-    s = socket.create_connection((host, 8080), timeout=timeout)
+    s = socket.create_connection(addr(host, 8080), timeout=timeout)
     port = s.getsockname()[1]
     payload = b"x" * 65536
     sent = 0
@@ -46,7 +52,7 @@ def tcp_slow(host: str, seconds: float) -> dict[str, object]:
 def udp(host: str, timeout: float = 5) -> dict[str, object]:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
-    s.connect((host, 9090))
+    s.connect(addr(host, 9090))
     s.send(b"ping-udp")
     data = s.recv(100)
     port = s.getsockname()[1]

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,11 @@ def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
     return left
 
 
+def pod_cidr(name: str) -> str:
+    """A /24 of its own per run name, so that runs of different modules never clash."""
+    return f"10.198.{zlib.crc32(name.encode()) % 201 + 10}.0/24"
+
+
 def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
              store: str | None = None, audit_namespaces: tuple[str, ...] = ()) -> Up:
     """`spyglass up` on a test manifest; `store` defaults to a fresh chDB under `tmp`."""
@@ -142,7 +148,7 @@ def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
             [SPYGLASS, "up", "--manifest", str(manifest), "--listen", f"127.0.0.1:{port}",
              "--monitor-aggregation", aggregation, "--state-dir", state_dir,
              "--pin-dir", up.pin_dir, "--prefix", name, "--link-prefix", name,
-             "--pod-cidr", "10.198.7.0/24", "--node-name", "e2e-node",
+             "--pod-cidr", pod_cidr(name), "--node-name", "e2e-node",
              "--store", store or f"chdb://{tmp / 'store'}",
              *[a for ns in audit_namespaces for a in ("--policy-audit-namespace", ns)]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import PY, SPYGLASS, Up, start_up, stop_up
+from harness import PY, SPYGLASS, Up, pod_cidr, start_up, stop_up
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,8 @@ def test_lab_ls_lists_pods_with_identities(spine: Up) -> None:
     pods = spine.pods()
     assert set(pods) == {"e2e-a/client-0", "e2e-a/server-0", "e2e-b/server-1"}
     assert pods["e2e-a/server-0"]["labels"] == {"app": "server", "tier": "api"}
-    assert all(p["ip"].startswith("10.198.7.") for p in pods.values())
+    assert all(p["ip"].startswith(pod_cidr("sge").rsplit(".", 2)[0] + ".")
+               for p in pods.values())
     assert len({p["identity"] for p in pods.values()}) == 3
 
 
