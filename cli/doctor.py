@@ -102,7 +102,8 @@ def check_headers() -> Check:
         return Check("headers", OK, f"kernel headers at {build} -> {os.path.realpath(build)}")
     found = _header_candidates()
     how = (f"links {found[-1]}" if found else "installs linux-headers-amd64 and links it")
-    return Check("headers", MISSING, f"kernel headers not found for {_kernel()}: {build} is missing",
+    return Check("headers", MISSING,
+                 f"kernel headers not found for {_kernel()}: {build} is missing",
                  f"run `spyglass doctor --fix` ({how})", _link_headers)
 
 

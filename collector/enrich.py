@@ -300,7 +300,8 @@ class Enricher:
             if etype == EVENT_POLICY_VERDICT or cookie:
                 tdir = _DIRECTION_T[b.direction[i]]
                 verdicts[i], drops[i], pkw = self._policy(
-                    etype, int(b.subtype[i]), verdicts[i], drops[i], flags, int(b.policy_verdict[i]),
+                    etype, int(b.subtype[i]), verdicts[i], drops[i], flags,
+                    int(b.policy_verdict[i]),
                     int(b.match_type[i]), cookie, tdir, pol_cache)
                 kw.update(pkw)
             if flags & (F_XLATED | F_XLATED_REPLY) or service_id:

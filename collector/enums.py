@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import enum
 
+# Cilium's reserved identities belong to the datapath's identity module; re-exported here
+# so that the flow layer can name them without reaching further left than it needs to.
+from spyglass.bpf.identity import IDENTITY_HOST as IDENTITY_HOST
+from spyglass.bpf.identity import IDENTITY_UNKNOWN as IDENTITY_UNKNOWN
+from spyglass.bpf.identity import IDENTITY_WORLD as IDENTITY_WORLD
+from spyglass.bpf.identity import RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS
+
 
 class Verdict(enum.IntEnum):
     """flow.Verdict."""
@@ -186,18 +193,3 @@ TCP_FLAG_BITS: tuple[tuple[str, int], ...] = (
     ("CWR", 0x80),
 )
 TCP_FLAG_BY_NAME: dict[str, int] = dict(TCP_FLAG_BITS)
-
-# Cilium's reserved identities belong to the datapath's identity module; re-exported here
-# so that the flow layer can name them without reaching further left than it needs to.
-from spyglass.bpf.identity import (  # noqa: E402
-    IDENTITY_HOST as IDENTITY_HOST,
-)
-from spyglass.bpf.identity import (
-    IDENTITY_UNKNOWN as IDENTITY_UNKNOWN,
-)
-from spyglass.bpf.identity import (
-    IDENTITY_WORLD as IDENTITY_WORLD,
-)
-from spyglass.bpf.identity import (
-    RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS,
-)

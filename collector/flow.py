@@ -180,7 +180,8 @@ class Flow:
         if self.protocol == Protocol.TCP:
             return "TCP Flags: " + ", ".join(self.tcp_flag_names)
         if self.protocol in (Protocol.ICMP, Protocol.ICMPV6):
-            return f"{self.protocol_name} {_icmp_name(self.protocol, self.icmp_type, self.icmp_code)}"
+            name = _icmp_name(self.protocol, self.icmp_type, self.icmp_code)
+            return f"{self.protocol_name} {name}"
         return self.protocol_name
 
     @property
@@ -341,7 +342,10 @@ Event = Flow | LostEvent
 
 
 def event_to_response(ev: Event, node_name: str) -> dict[str, Any]:
-    """Wrap an event as Hubble's GetFlowsResponse JSON: `{"flow"|"lost_events", node_name, time}`."""
+    """Wrap an event as Hubble's GetFlowsResponse JSON.
+
+    The shape is `{"flow"|"lost_events": …, "node_name": …, "time": …}`.
+    """
     key = "flow" if isinstance(ev, Flow) else "lost_events"
     return {key: ev.to_dict(), "node_name": node_name, "time": format_time_ns(ev.time_ns)}
 
@@ -352,7 +356,8 @@ def event_from_response(d: dict[str, Any]) -> Event:
         return Flow.from_dict(d["flow"])
     if "lost_events" in d:
         return LostEvent.from_dict(d["lost_events"], parse_time_ns(str(d["time"])))
-    raise ValueError(f"not a flow response: expected a 'flow' or 'lost_events' key, got {sorted(d)}")
+    raise ValueError("not a flow response: expected a 'flow' or 'lost_events' key, "
+                     f"got {sorted(d)}")
 
 
 def format_time_ns(ns: int) -> str:

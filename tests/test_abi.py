@@ -51,7 +51,8 @@ def c_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, i
     exe = src.with_suffix("")
     subprocess.run([cc, "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    return {name: (int(off), int(size)) for name, off, size in (ln.split() for ln in out.splitlines())}
+    rows = (ln.split() for ln in out.splitlines())
+    return {name: (int(off), int(size)) for name, off, size in rows}
 
 
 def test_struct_size_matches(c_layout: dict[str, tuple[int, int]]) -> None:

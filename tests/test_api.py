@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from spyglass.api.app import _lost_by_source, _overtaken, create_app, first_events
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.source import RateMeter

@@ -12,6 +12,9 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
 from spyglass.api.app import create_app
 from spyglass.api.auth import AuthConfig, ListenSecurityError, check_listen_security
 from spyglass.api.metrics import FlowMetrics
@@ -28,8 +31,6 @@ from spyglass.collector.enums import (
 )
 from spyglass.collector.flow import Flow
 from spyglass.collector.ring import FlowRing
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 TOKEN = "s3cret-token-0123456789"
 T0 = 1_764_165_988_576_000_000

@@ -21,6 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
 from spyglass.api.app import create_app
 from spyglass.api.history import history_page
 from spyglass.api.params import decode_cursor, encode_cursor
@@ -30,8 +33,6 @@ from spyglass.collector.enums import LostEventSource, Protocol, Verdict
 from spyglass.collector.filters import FilterSet, build_from_query
 from spyglass.collector.flow import Endpoint, Flow
 from spyglass.collector.ring import FlowRing
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import ClientConnection, connect
 
 NODE = "node-h"
 WAIT_S = 10.0

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+
 from spyglass.api.hubble_json import parse_lines
 from spyglass.cli.main import main
 from spyglass.collector.enums import DropReason, Protocol, Verdict

@@ -8,6 +8,7 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spyglass.bpf.maps import (
     AGGREGATION_LEVELS,
     FAMILY_IPV4,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spyglass.bpf.tc import EGRESS_PARENT, INGRESS_PARENT, TcFilter, filter_name
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
 from spyglass.cli.client import ApiClient, CliError

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
 from spyglass.cli.main import main

@@ -11,10 +11,12 @@ from spyglass.cli import doctor
 
 def test_headers_missing_names_kernel_and_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(doctor, "_kernel", lambda: "9.9.9-test")
-    monkeypatch.setattr(doctor, "_header_candidates", lambda: ["/usr/src/linux-headers-6.1.0-56-amd64"])
+    monkeypatch.setattr(doctor, "_header_candidates",
+                        lambda: ["/usr/src/linux-headers-6.1.0-56-amd64"])
     c = doctor.check_headers()
     assert c.status == doctor.MISSING
-    assert c.detail == "kernel headers not found for 9.9.9-test: /lib/modules/9.9.9-test/build is missing"
+    assert c.detail == ("kernel headers not found for 9.9.9-test: "
+                        "/lib/modules/9.9.9-test/build is missing")
     assert "spyglass doctor --fix" in c.fix and "linux-headers-6.1.0-56-amd64" in c.fix
     assert c.fixer is not None
 

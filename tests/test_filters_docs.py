@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from spyglass.collector.filters import FILTER_FLAGS, FilterFlag
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "filters.md"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from spyglass.collector.enums import Protocol, Verdict
 from spyglass.collector.filters import (
     FILTER_FLAGS,

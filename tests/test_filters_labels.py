@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from spyglass.collector.filters import LabelSelector, Requirement, SelectorError
 
 POD = ("k8s:app=frontend", "k8s:tier=web", "k8s:io.kubernetes.pod.namespace=shop",

@@ -19,7 +19,8 @@ def test_label_order_does_not_matter() -> None:
 
 def test_namespace_is_part_of_the_identity() -> None:
     a = IdentityAllocator()
-    assert a.allocate(pod_labels("shop", {"app": "x"})) != a.allocate(pod_labels("ops", {"app": "x"}))
+    shop, ops = pod_labels("shop", {"app": "x"}), pod_labels("ops", {"app": "x"})
+    assert a.allocate(shop) != a.allocate(ops)
 
 
 def test_pod_labels_carry_the_namespace_label() -> None:

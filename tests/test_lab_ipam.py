@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spyglass.lab.errors import LabError
 from spyglass.lab.ipam import allocate
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from spyglass.lab.errors import ManifestError
 from spyglass.lab.manifest import load_manifest, parse_manifest
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spyglass.lab.errors import PodRefError
 from spyglass.lab.naming import host_ifname, netns_name, resolve_ref, workload_name
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spyglass.lab.placeholders import render
 
 VALUES = {"python": "/venv/bin/python", "pod": "cart-0", "namespace": "shop"}

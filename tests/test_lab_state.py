@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from spyglass.lab import procs
 from spyglass.lab.errors import LabError
 from spyglass.lab.model import LabPod, ProcessRecord

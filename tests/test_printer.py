@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+
 from spyglass.cli.printer import Printer, format_timestamp, identity_text
 from spyglass.collector.enums import (
     DropReason,

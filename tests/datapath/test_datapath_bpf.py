@@ -470,6 +470,7 @@ def test_teardown_leaves_nothing(lab: Lab, datapath_factory) -> None:
     """Runs last in this module: a datapath closes cleanly, and the lab's own
     finalizer is exercised here by name so we can assert on it."""
     from pyroute2 import IPRoute, netns
+
     from spyglass.bpf import tc
 
     dp = datapath_factory(aggregation="medium", interval_s=5.0)

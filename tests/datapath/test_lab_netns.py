@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from pyroute2 import IPRoute
+
 from spyglass.lab import netns as nl
 from spyglass.lab.errors import LabError
 from spyglass.lab.lab import Lab
