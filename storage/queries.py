@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE
 from spyglass.collector.enums import IDENTITY_HOST, IDENTITY_WORLD, Verdict
 from spyglass.collector.filters.sql import Params, Sql, all_of
 
@@ -24,12 +25,19 @@ TOP_BY = ("source", "destination", "pair")
 TOP_METRICS = ("flows", "bytes")
 
 
-def workload(side: str) -> str:
-    """The service-map node name of one side of a flow."""
+def workload(side: str, labels: bool = True) -> str:
+    """The service-map node name of one side of a flow.
+
+    Without `labels`, world and host are told by identity alone (reserved 1 and 2, and
+    CIDR identities, which are outside the cluster): it spares reading label arrays.
+    """
+    world = (f"has({side}_labels, 'reserved:world')" if labels
+             else f"{side}_identity >= {CIDR_IDENTITY_BASE}")
+    host = f"has({side}_labels, 'reserved:host')" if labels else "0"
     return (f"multiIf(notEmpty({side}_workloads), tupleElement({side}_workloads[1], 'name'), "
             f"{side}_pod_name != '', {side}_pod_name, "
-            f"{side}_identity = {IDENTITY_WORLD} OR has({side}_labels, 'reserved:world'), "
-            f"'world', {side}_identity = {IDENTITY_HOST} OR has({side}_labels, 'reserved:host'), "
+            f"{side}_identity = {IDENTITY_WORLD} OR {world}, "
+            f"'world', {side}_identity = {IDENTITY_HOST} OR {host}, "
             "'host', 'unknown')")
 
 
@@ -65,17 +73,39 @@ def _verdict_counts() -> str:
 
 def service_map(since_ns: int | None, until_ns: int | None, namespaces: Sequence[str]) -> Sql:
     """Edges source workload -> destination workload:port/protocol. Replies are left out:
-    they are the same edge seen backwards, and would add an edge per ephemeral port."""
+    they are the same edge seen backwards, and would add an edge per ephemeral port.
+
+    Two steps, for speed: rows are grouped on cheap keys first (namespace, pod, identity,
+    port, protocol: LowCardinality and integers), and the node names, which read arrays of
+    workloads and labels, are worked out once per group rather than once per row (a pod
+    fixes its workloads, so `any()` is exact there); world and host come from identities.
+    """
     p = Params()
     where = all_of([time_range(since_ns, until_ns, p), in_namespaces(namespaces, p), _NOT_REPLY])
+    sides = ", ".join(
+        f"{side}_namespace, {side}_pod_name, {side}_identity, "
+        f"any({side}_workloads) AS {side}_workloads"
+        for side in ("source", "destination"))
+    verdicts = ("FORWARDED", "DROPPED", "AUDIT")
+    inner_counts = ", ".join(f"countIf(verdict = '{v}') AS n_{v.lower()}" for v in verdicts)
+    counts = ", ".join(f"sum(n_{v.lower()}) AS {v.lower()}" for v in verdicts)
     sql = f"""
-        SELECT source_namespace AS src_namespace, {workload('source')} AS src_workload,
-               destination_namespace AS dst_namespace, {workload('destination')} AS dst_workload,
-               destination_port AS dst_port, {PROTOCOL_NAME} AS protocol,
-               count() AS flows, {_verdict_counts()}, sum(bytes) AS bytes,
-               min(time) AS first_seen, max(time) AS last_seen
-        FROM flows WHERE {where}
-        GROUP BY src_namespace, src_workload, dst_namespace, dst_workload, dst_port, protocol
+        SELECT source_namespace AS src_namespace, {workload('source', False)} AS src_workload,
+               destination_namespace AS dst_namespace,
+               {workload('destination', False)} AS dst_workload,
+               destination_port AS dst_port, {PROTOCOL_NAME} AS protocol_name,
+               sum(n) AS flows, {counts}, sum(b) AS bytes,
+               min(first) AS first_seen, max(last) AS last_seen
+        FROM (
+            SELECT {sides}, destination_port, protocol,
+                   count() AS n, {inner_counts}, sum(bytes) AS b,
+                   min(time) AS first, max(time) AS last
+            FROM flows WHERE {where}
+            GROUP BY source_namespace, source_pod_name, source_identity,
+                     destination_namespace, destination_pod_name, destination_identity,
+                     destination_port, protocol)
+        GROUP BY src_namespace, src_workload, dst_namespace, dst_workload, dst_port,
+                 protocol_name
         ORDER BY flows DESC, src_namespace, src_workload, dst_namespace, dst_workload, dst_port"""
     return sql, p.values
 

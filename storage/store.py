@@ -249,7 +249,8 @@ class FlowStore:
     def service_map(self, *, since_ns: int | None = None, until_ns: int | None = None,
                     namespaces: Sequence[str] = ()) -> pd.DataFrame:
         sql, params = queries.service_map(since_ns, until_ns, _names(namespaces))
-        return self._df(sql, params, "building the service map")
+        return self._df(sql, params, "building the service map").rename(
+            columns={"protocol_name": "protocol"})
 
     def drops(self, *, since_ns: int | None = None, until_ns: int | None = None,
               by: str = "reason", namespaces: Sequence[str] = (), limit: int = 100,
