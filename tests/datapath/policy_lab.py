@@ -23,7 +23,8 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from wiring import wire_pod
 
 TAG = f"{os.getpid() % 100000}"
 NS_PREFIX = f"sgtP-{TAG}-"
@@ -77,31 +78,8 @@ def free_addresses(n: int) -> list[str] | None:
 
 
 def make_pod(index: int, ip: str) -> Pod:
-    from pyroute2 import IPRoute, NetNS, netns
-    from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
-
-    ns, host, peer = f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", f"{PEER_PREFIX}{index}"
-    netns.create(ns)
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=host, kind="veth", peer=peer)
-        host_idx = ipr.link_lookup(ifname=host)[0]
-        peer_idx = ipr.link_lookup(ifname=peer)[0]
-        host_mac = ipr.get_links(host_idx)[0].get_attr("IFLA_ADDRESS")
-        ipr.link("set", index=peer_idx, net_ns_fd=ns)
-        with NetNS(ns) as nsr:
-            idx = nsr.link_lookup(ifname=peer)[0]
-            nsr.link("set", index=idx, ifname="eth0")
-            nsr.link("set", index=idx, state="up")
-            nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
-            nsr.addr("add", index=idx, address=ip, prefixlen=32)
-            nsr.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=253)
-            nsr.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx)
-            nsr.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=idx, state=NUD_PERMANENT)
-            mac = nsr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-        ipr.link("set", index=host_idx, state="up")
-        ipr.route("add", dst=f"{ip}/32", oif=host_idx)
-        ipr.neigh("add", dst=ip, lladdr=mac, ifindex=host_idx, state=NUD_PERMANENT)
-    return Pod(index, ns, host, host_idx, ip, ep_id=100 + index)
+    w = wire_pod(f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", ip)
+    return Pod(index, w.netns, w.host_ifname, w.host_ifindex, ip, ep_id=100 + index)
 
 
 def remove_pods(count: int) -> None:
@@ -131,17 +109,6 @@ def leftovers(count: int) -> list[str]:
                 if ipr.link_lookup(ifname=name):
                     found.append(name)
     return found
-
-
-@contextlib.contextmanager
-def ip_forward() -> Iterator[None]:
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    before = path.read_text().strip()
-    path.write_text("1")
-    try:
-        yield
-    finally:
-        path.write_text(before)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from wiring import wire_pod
 
 pytestmark = pytest.mark.datapath
 
@@ -121,43 +122,10 @@ def _free_addresses(n: int) -> list[str]:
     return free[:n]
 
 
-@contextlib.contextmanager
-def _ip_forward() -> Iterator[None]:
-    path = "/proc/sys/net/ipv4/ip_forward"
-    before = Path(path).read_text().strip()
-    Path(path).write_text("1")
-    try:
-        yield
-    finally:
-        Path(path).write_text(before)
-
-
-def _make_pod(ipr: object, index: int, ip: str) -> Pod:
-    from pyroute2 import NetNS, netns
-    from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
-
-    ns, host, peer = f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", f"sgtA{TAG}p{index}"
-    netns.create(ns)
-    ipr.link("add", ifname=host, kind="veth", peer=peer)  # type: ignore[attr-defined]
-    host_idx = ipr.link_lookup(ifname=host)[0]  # type: ignore[attr-defined]
-    peer_idx = ipr.link_lookup(ifname=peer)[0]  # type: ignore[attr-defined]
-    host_mac = ipr.get_links(host_idx)[0].get_attr("IFLA_ADDRESS")  # type: ignore[attr-defined]
-    ipr.link("set", index=peer_idx, net_ns_fd=ns)  # type: ignore[attr-defined]
-    with NetNS(ns) as nsr:
-        idx = nsr.link_lookup(ifname=peer)[0]
-        nsr.link("set", index=idx, ifname="eth0")
-        nsr.link("set", index=idx, state="up")
-        nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
-        nsr.addr("add", index=idx, address=ip, prefixlen=32)
-        nsr.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=253)
-        nsr.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx)
-        nsr.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=idx, state=NUD_PERMANENT)
-        mac = nsr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-    ipr.link("set", index=host_idx, state="up")  # type: ignore[attr-defined]
-    ipr.route("add", dst=f"{ip}/32", oif=host_idx)  # type: ignore[attr-defined]
-    ipr.neigh("add", dst=ip, lladdr=mac, ifindex=host_idx,  # type: ignore[attr-defined]
-              state=NUD_PERMANENT)
-    return Pod(ns, host, host_idx, ip, mac, IDENTITIES[index], EP_IDS[index], host_mac)
+def _make_pod(index: int, ip: str) -> Pod:
+    w = wire_pod(f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", ip)
+    return Pod(w.netns, w.host_ifname, w.host_ifindex, ip, w.pod_mac, IDENTITIES[index],
+               EP_IDS[index], w.host_mac)
 
 
 def _remove_ours() -> None:
@@ -177,18 +145,15 @@ def _remove_ours() -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    from pyroute2 import IPRoute
 
     script = tmp_path_factory.mktemp("sgtA") / "traffic.py"
     script.write_text(TRAFFIC)
     addresses = _free_addresses(len(IDENTITIES))
     lab = Lab([], script)
     try:
-        with _ip_forward():
-            with IPRoute() as ipr:
-                for i, ip in enumerate(addresses):
-                    lab.pods.append(_make_pod(ipr, i, ip))
-            yield lab
+        for i, ip in enumerate(addresses):
+            lab.pods.append(_make_pod(i, ip))
+        yield lab
     finally:
         for proc in lab.procs:
             if proc.poll() is None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from policy_lab import in_netns, ip_forward
+from policy_lab import in_netns
+from wiring import wire_pod
 
 pytestmark = pytest.mark.datapath
 
@@ -51,31 +52,8 @@ class Pod:
 
 
 def _make_pod(index: int, ip: str) -> Pod:
-    from pyroute2 import IPRoute, NetNS, netns
-    from pyroute2.netlink.rtnl.ndmsg import NUD_PERMANENT
-
-    ns, host, peer = f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", f"{PEER_PREFIX}{index}"
-    netns.create(ns)
-    with IPRoute() as ipr:
-        ipr.link("add", ifname=host, kind="veth", peer=peer)
-        host_idx = ipr.link_lookup(ifname=host)[0]
-        peer_idx = ipr.link_lookup(ifname=peer)[0]
-        host_mac = ipr.get_links(host_idx)[0].get_attr("IFLA_ADDRESS")
-        ipr.link("set", index=peer_idx, net_ns_fd=ns)
-        with NetNS(ns) as nsr:
-            idx = nsr.link_lookup(ifname=peer)[0]
-            nsr.link("set", index=idx, ifname="eth0")
-            nsr.link("set", index=idx, state="up")
-            nsr.link("set", index=nsr.link_lookup(ifname="lo")[0], state="up")
-            nsr.addr("add", index=idx, address=ip, prefixlen=32)
-            nsr.route("add", dst=f"{GATEWAY}/32", oif=idx, scope=253)
-            nsr.route("add", dst="0.0.0.0/0", gateway=GATEWAY, oif=idx)
-            nsr.neigh("add", dst=GATEWAY, lladdr=host_mac, ifindex=idx, state=NUD_PERMANENT)
-            mac = nsr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
-        ipr.link("set", index=host_idx, state="up")
-        ipr.route("add", dst=f"{ip}/32", oif=host_idx)
-        ipr.neigh("add", dst=ip, lladdr=mac, ifindex=host_idx, state=NUD_PERMANENT)
-    return Pod(index, ns, host, host_idx, ip)
+    w = wire_pod(f"{NS_PREFIX}{index}", f"{LINK_PREFIX}{index}", ip)
+    return Pod(index, w.netns, w.host_ifname, w.host_ifindex, ip)
 
 
 def _remove_pods() -> None:
@@ -241,7 +219,7 @@ def env() -> Iterator[Env]:
     servers: Servers | None = None
     dp: Datapath | None = None
     try:
-        with ip_forward(), _blackhole(SERVICE_NET):
+        with _blackhole(SERVICE_NET):
             pods = [_make_pod(i, ip) for i, ip in enumerate(addresses)]
             servers = Servers(pods[1:])
             servers.start()

@@ -26,7 +26,6 @@ from policy_lab import (
     Servers,
     free_addresses,
     in_netns,
-    ip_forward,
     leftovers,
     make_pod,
     remove_pods,
@@ -105,23 +104,22 @@ def env() -> Iterator[Env]:
     servers: Servers | None = None
     dp: Datapath | None = None
     try:
-        with ip_forward():
-            for i, ip in enumerate(addresses):
-                pods.append(make_pod(i, ip))
-            servers = Servers(pods, (8080, 9090), (9091,))
-            servers.start()
-            dp = Datapath(pin_dir=PIN_DIR, aggregation="none")
-            env = Env(dp, pods)
-            for pod in pods:
-                dp.upsert_endpoint(DatapathEndpoint(pod.host_idx, pod.host_if, pod.ep_id,
-                                                    IDENTITIES[pod.index], pod.ip))
-                dp.attach(pod.host_idx)
+        for i, ip in enumerate(addresses):
+            pods.append(make_pod(i, ip))
+        servers = Servers(pods, (8080, 9090), (9091,))
+        servers.start()
+        dp = Datapath(pin_dir=PIN_DIR, aggregation="none")
+        env = Env(dp, pods)
+        for pod in pods:
+            dp.upsert_endpoint(DatapathEndpoint(pod.host_idx, pod.host_if, pod.ep_id,
+                                                IDENTITIES[pod.index], pod.ip))
+            dp.attach(pod.host_idx)
 
-            def on_event(_cpu: int, data: int, _size: int) -> None:
-                env.events.append(SgEvent.from_buffer_copy(ct.string_at(data, ct.sizeof(SgEvent))))
+        def on_event(_cpu: int, data: int, _size: int) -> None:
+            env.events.append(SgEvent.from_buffer_copy(ct.string_at(data, ct.sizeof(SgEvent))))
 
-            dp.bpf["sg_events"].open_perf_buffer(on_event, page_cnt=64)
-            yield env
+        dp.bpf["sg_events"].open_perf_buffer(on_event, page_cnt=64)
+        yield env
     finally:
         if dp is not None:
             dp.close()

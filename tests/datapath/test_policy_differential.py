@@ -31,7 +31,6 @@ from policy_lab import (
     Probe,
     Servers,
     free_addresses,
-    ip_forward,
     leftovers,
     make_pod,
     remove_pods,
@@ -259,15 +258,14 @@ def rig() -> Iterator[Rig]:
     servers: Servers | None = None
     dp: Datapath | None = None
     try:
-        with ip_forward():
-            for i, ip in enumerate(addresses):
-                pods.append(make_pod(i, ip))
-            servers = Servers(pods, (8080, 9090), (9091,))
-            servers.start()
-            dp = Datapath(pin_dir=PIN_DIR, aggregation="medium")
-            for pod in pods:
-                dp.attach(pod.host_idx)
-            yield Rig(dp, pods, IdentityAllocator())
+        for i, ip in enumerate(addresses):
+            pods.append(make_pod(i, ip))
+        servers = Servers(pods, (8080, 9090), (9091,))
+        servers.start()
+        dp = Datapath(pin_dir=PIN_DIR, aggregation="medium")
+        for pod in pods:
+            dp.attach(pod.host_idx)
+        yield Rig(dp, pods, IdentityAllocator())
     finally:
         if dp is not None:
             dp.close()
