@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from spyglass.bpf.policy.fields import describe as _describe
 from spyglass.lab import k8s_names
 from spyglass.lab.errors import ManifestError, PodRefError
 from spyglass.lab.naming import resolve_ref
@@ -192,22 +193,6 @@ class _Doc:
     def fail(self, path: str, message: str) -> None:
         where = f"document {self.number}" + (f" ({self.ident})" if self.ident else "")
         raise ManifestError(f"{self.source}: {where}: {path}: {message}")
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int | float):
-        return f"{value!r} (a number)"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
 
 
 def _typed(d: _Doc, value: Any, want: type, path: str, what: str) -> Any:

@@ -53,6 +53,7 @@ class Where:
 
 
 def describe(value: Any) -> str:
+    """A YAML value as an error message names it (shared with the lab's manifest errors)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
