@@ -4,8 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 iproute2 python3-venv
-              python3-dev gcc libc6-dev make curl iputils-ping chromium iptables nftables)
+# Everything a fresh Debian 12 needs, tests included: bcc and the headers it compiles against,
+# iproute2/procps for netns and sysctls, gcc for the ABI test and bench client, ping,
+# Chromium for the browser tests, iptables/nftables for the kube-proxy bench, openssl
+# for the TLS tests.
+APT_PACKAGES=(python3-bpfcc bpfcc-tools libbpfcc linux-headers-amd64 iproute2 procps
+              python3-venv python3-dev gcc libc6-dev make curl iputils-ping chromium
+              iptables nftables openssl util-linux)
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
@@ -22,7 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   say "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt-get install -y -q "${missing[@]}"
 fi
 
 # bcc compiles against /lib/modules/$(uname -r)/build. The running kernel ships no headers
