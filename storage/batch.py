@@ -25,6 +25,7 @@ from spyglass.collector.abi import (
     F_IS_REPLY,
     F_REPLY_KNOWN,
     F_XLATED,
+    F_XLATED_REPLY,
 )
 from spyglass.collector.decoder import DecodedBatch
 from spyglass.collector.enrich import Enricher, ip_index
@@ -38,7 +39,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow
+from spyglass.collector.flow import Endpoint, Flow, Service
 from spyglass.storage.rows import V4_PREFIX, ip_bytes
 from spyglass.storage.schema import FLOW_SCHEMA, as_int8
 
@@ -174,10 +175,11 @@ def batch_to_arrow(b: DecodedBatch, enricher: Enricher, *,
     xlated_valid = np.zeros(n, dtype=bool)
     xlated_port = np.zeros(n, dtype=np.uint16)
     policies: dict[str, dict[int, list[dict[str, str]]]] = {k: {} for k in _POLICY_KEYS}
-    svc_ns: dict[int, str] = {}
-    svc_name: dict[int, str] = {}
+    services: dict[str, dict[int, Service]] = {"source": {}, "destination": {}}
+    # the same rows the enricher treats as rare (enrich.py), replies of NAT included
     rare = np.flatnonzero((b.type == EVENT_POLICY_VERDICT) | (b.policy_cookie != 0)
-                          | ((b.flags & F_XLATED) != 0) | (b.service_id != 0))
+                          | ((b.flags & (F_XLATED | F_XLATED_REPLY)) != 0)
+                          | (b.service_id != 0))
     if len(rare):
         rows = rare.tolist()
         verdicts = {i: Verdict(int(verdict[i])) for i in rows}
@@ -205,21 +207,13 @@ def batch_to_arrow(b: DecodedBatch, enricher: Enricher, *,
                 if kw.get(key):
                     policies[key][i] = [{"namespace": p.namespace, "name": p.name,
                                          "kind": p.kind} for p in kw[key]]
-            svc = kw.get("destination_service")
-            if svc is not None:
-                svc_ns[i], svc_name[i] = svc.namespace, svc.name
+            for side in ("source", "destination"):
+                svc = kw.get(f"{side}_service")
+                if svc is not None:
+                    services[side][i] = svc
 
-    empty = pa.array([""], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64)))
-    null_names = pa.nulls(n, pa.string())
-    if svc_name:
-        rows_ = np.array(sorted(svc_name), dtype=np.int64)
-        names_obj = np.full(n, None, dtype=object)
-        ns_obj = np.full(n, "", dtype=object)
-        names_obj[rows_] = [svc_name[i] for i in rows_.tolist()]
-        ns_obj[rows_] = [svc_ns[i] for i in rows_.tolist()]
-        dst_svc_ns, dst_svc_name = pa.array(ns_obj, pa.string()), pa.array(names_obj, pa.string())
-    else:
-        dst_svc_ns, dst_svc_name = empty, null_names
+    src_svc_ns, src_svc_name = _service_columns(n, services["source"])
+    dst_svc_ns, dst_svc_name = _service_columns(n, services["destination"])
 
     cols: dict[str, pa.Array] = {
         "time": pa.array(b.time_ns.astype(np.int64), pa.timestamp("ns", tz="UTC")),
@@ -249,8 +243,8 @@ def batch_to_arrow(b: DecodedBatch, enricher: Enricher, *,
                               pa.uint8()),
         **{f"source_{k}": v for k, v in src.items()},
         **{f"destination_{k}": v for k, v in dst.items()},
-        "source_service_namespace": empty,
-        "source_service_name": null_names,
+        "source_service_namespace": src_svc_ns,
+        "source_service_name": src_svc_name,
         "destination_service_namespace": dst_svc_ns,
         "destination_service_name": dst_svc_name,
         "interface_index": pa.array(b.ifindex, pa.uint32()),
@@ -261,6 +255,19 @@ def batch_to_arrow(b: DecodedBatch, enricher: Enricher, *,
         **{k: _sparse_list(n, policies[k], FLOW_SCHEMA.field(k).type) for k in _POLICY_KEYS},
     }
     return pa.RecordBatch.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
+
+
+def _service_columns(n: int, by_row: dict[int, Service]) -> tuple[pa.Array, pa.Array]:
+    """Namespace ("" when none) and name (NULL when none) columns of one side's service."""
+    if not by_row:
+        empty = pa.array([""], pa.string()).take(pa.array(np.zeros(n, dtype=np.int64)))
+        return empty, pa.nulls(n, pa.string())
+    rows = np.array(sorted(by_row), dtype=np.int64)
+    names = np.full(n, None, dtype=object)
+    nss = np.full(n, "", dtype=object)
+    names[rows] = [by_row[i].name for i in rows.tolist()]
+    nss[rows] = [by_row[i].namespace for i in rows.tolist()]
+    return pa.array(nss, pa.string()), pa.array(names, pa.string())
 
 
 def store_hook(writer: StoreWriter, enricher: Enricher,

@@ -19,6 +19,7 @@ from spyglass.collector.abi import (
     F_IS_REPLY,
     F_REPLY_KNOWN,
     F_XLATED,
+    F_XLATED_REPLY,
     pack_event,
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
@@ -81,7 +82,7 @@ def random_batch(seed: int, n: int) -> DecodedBatch:
         etype = rnd.choice([EVENT_TRACE] * 6 + [EVENT_DROP, EVENT_POLICY_VERDICT])
         flags = (F_IPV6 if v6 else 0) | rnd.choice(
             [0, F_REPLY_KNOWN, F_REPLY_KNOWN | F_IS_REPLY, F_IS_REPLY]) | rnd.choice(
-            [0] * 8 + [F_XLATED, F_AUDITED])
+            [0] * 8 + [F_XLATED, F_AUDITED, F_XLATED_REPLY])
         events.append(pack_event(
             type=etype, subtype=rnd.choice([0, 5, 7, 133, 181, 196, 250, 101]), flags=flags,
             ts_ns=rnd.randrange(10**9), saddr=_addr(rnd, v6), daddr=_addr(rnd, v6),
