@@ -107,6 +107,7 @@ class Agent:
         self.collector: Collector | None = None
         self.timings: dict[str, float] = {}
         self.manifest: Manifest | None = None
+        self._policy_docs: list[Any] = []
         self.store: FlowStore | None = None
         self.store_dsn = opts.store or ""
         self.writer: StoreWriter | None = None
@@ -121,8 +122,8 @@ class Agent:
         path = demo_manifest_path() if self.opts.demo else self.opts.manifest
         assert path is not None
         manifest = self.manifest = load_manifest(path)
-        policy_docs = [o for kind in POLICY_KINDS for o in manifest.objects_of(kind)]
-        parse_policies(policy_docs, path)  # refuse bad policy before touching the host
+        self._policy_docs = [o for kind in POLICY_KINDS for o in manifest.objects_of(kind)]
+        parse_policies(self._policy_docs, path)  # refuse bad policy before touching the host
         if self.opts.store:
             log(f"opening the flow store {self.opts.store}")
             self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days)
@@ -147,8 +148,7 @@ class Agent:
         for pod in pods:
             self.datapath.upsert_endpoint(_endpoint(pod))
         assert self.manifest is not None
-        docs = [o for kind in POLICY_KINDS for o in self.manifest.objects_of(kind)]
-        self.policies.load_objects(docs, self.manifest.source)
+        self.policies.load_objects(self._policy_docs, self.manifest.source)
         self.datapath.load_services(self.lab.service_entries())
         for pod in pods:
             self.datapath.attach(pod.host_ifindex)
@@ -249,10 +249,10 @@ class Agent:
 
     def _pod_views(self) -> list[PodView]:
         """The running pods as policy sees them (identities, labels, named ports)."""
-        if self.lab is None or self.manifest is None:
+        if self.lab is None:
             return []
         ports: dict[str, dict[str, tuple[str, int]]] = {}
-        for mpod in self.manifest.pods:
+        for mpod in self.lab.manifest.pods:  # the lab's: it gains and loses pods while up
             ports[mpod.ref] = {p.name: (p.protocol, p.container_port)
                                for c in mpod.containers for p in c.ports if p.name}
         return [PodView(p.namespace, p.name, p.ip, p.identity, p.identity_labels,

@@ -46,9 +46,10 @@ def lab_router(agent: LabChanges) -> APIRouter:
                        ) -> dict[str, Any]:
         return {"added": await call(agent.add_pods, body, source)}
 
-    @router.delete("/lab/pods/{namespace}/{name}", summary="Delete a pod")
-    async def delete_pod(namespace: str, name: str) -> dict[str, Any]:
-        return {"deleted": await call(agent.delete_pod, f"{namespace}/{name}")}
+    @router.delete("/lab/pods/{ref:path}", summary="Delete a pod: NAMESPACE/POD, or a bare POD "
+                   "(in default, or the only pod of that name)")
+    async def delete_pod(ref: str) -> dict[str, Any]:
+        return {"deleted": await call(agent.delete_pod, ref)}
 
     @router.post("/lab/scale", summary="Scale a workload (pods copied from its first pod)")
     async def scale(workload: str = Query(..., description="NAMESPACE/WORKLOAD"),

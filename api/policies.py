@@ -21,6 +21,8 @@ from spyglass.bpf.policy.parse import PolicyError, parse_policies, parse_policy_
 from spyglass.bpf.policy.table import PolicyTable
 from spyglass.bpf.policy.types import CompiledPolicy
 from spyglass.collector.flow import PolicyRef
+from spyglass.lab.errors import PodRefError
+from spyglass.lab.naming import resolve_ref
 
 
 @dataclass(frozen=True)
@@ -187,21 +189,13 @@ def _by_ip(pods: Sequence[PodView], ip: str) -> PodView | str:
 
 
 def _find(pods: Sequence[PodView], ref: str, allow_ip: bool = False) -> PodView:
-    """NAMESPACE/POD, or a bare POD in `default` or the only pod of that name."""
-    ns, _, name = ref.rpartition("/")
-    if ns:
-        hits = [p for p in pods if p.namespace == ns and p.name == name]
-    else:
-        hits = [p for p in pods if p.namespace == "default" and p.name == name] or \
-               [p for p in pods if p.name == name]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        what = "a pod as NAMESPACE/POD" + (" or an IP address" if allow_ip else "")
-        known = ", ".join(sorted(p.ref for p in pods)[:12])
-        raise PolicyNotFound(f"no pod {ref!r}: give {what} (pods: {known})")
-    raise PolicyNotFound(f"{ref!r} is ambiguous: {', '.join(sorted(p.ref for p in hits))}; "
-                         "give NAMESPACE/POD")
+    """NAMESPACE/POD, or a bare POD in `default` or the only pod of that name (the lab's rule)."""
+    try:
+        ns, name = resolve_ref(ref, [(p.namespace, p.name) for p in pods])
+    except PodRefError as exc:
+        hint = " (or give an IP address)" if allow_ip else ""
+        raise PolicyNotFound(f"{exc}{hint}") from None
+    return next(p for p in pods if p.namespace == ns and p.name == name)
 
 
 __all__ = ["ApplyResult", "PodView", "PolicyError", "PolicyManager", "PolicyNotFound"]

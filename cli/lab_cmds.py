@@ -110,10 +110,9 @@ def add_cmd(filename: Any, **kw: Any) -> None:
 @click.argument("pod")
 @client_options()
 def delete_cmd(pod: str, **kw: Any) -> None:
-    """Delete a pod (NAMESPACE/POD) from the running lab."""
-    ns, _, name = pod.rpartition("/")
+    """Delete a pod (NAMESPACE/POD, or a bare POD) from the running lab."""
     with make_client(kw) as client:
-        body = client.delete(f"/lab/pods/{ns or 'default'}/{name}")
+        body = client.delete(f"/lab/pods/{pod}")
     click.echo(f"deleted {body['deleted']}")
 
 
