@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from spyglass.collector.decoder import DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.enums import LostEventSource
@@ -284,8 +282,3 @@ class Collector:
                 running=self.running,
                 extra={"hook_errors": self.hook_errors} if self.on_batch else {},
             )
-
-
-def empty_read() -> ReadBatch:
-    """A read with nothing in it (for fakes)."""
-    return ReadBatch(cpu=np.empty(0, dtype=np.uint16))

@@ -17,7 +17,6 @@ import mmap
 import os
 import select
 import struct
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -288,9 +287,6 @@ class PerfReader:
         records = parts[0] if len(parts) == 1 else np.concatenate(parts)
         cpu = cpu_parts[0] if len(cpu_parts) == 1 else np.concatenate(cpu_parts)
         return ReadBatch(records, cpu, lost, malformed, ready)
-
-    def fileno_list(self) -> Sequence[int]:
-        return [r.fd for r in self._rings]
 
     def close(self) -> None:
         """Clear our map slots, unmap and close. Idempotent."""

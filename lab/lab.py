@@ -16,7 +16,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from spyglass.bpf.identity import IdentityAllocator, pod_labels
@@ -36,7 +36,6 @@ from spyglass.lab.state import (
     STATE_VERSION,
     exec_in_pod,
     load_state,
-    pods_from_state,
     save_state,
     state_path,
     teardown,
@@ -378,9 +377,3 @@ def _tail(rec: ProcessRecord, lines: int = 3) -> str:
     except OSError:
         return ""
     return (": " + " | ".join(text)) if text else ""
-
-
-def running_pods(state_dir: str = DEFAULT_STATE_DIR) -> Sequence[LabPod]:
-    """The pods of the lab that is up, from its state file ([] when none is)."""
-    state = load_state(state_dir)
-    return pods_from_state(state) if state else []

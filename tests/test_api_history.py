@@ -397,6 +397,7 @@ def test_slow_client_gets_client_queue_losses_and_others_get_everything() -> Non
             deadline = time.monotonic() + WAIT_S
             while hub.active < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
+            assert hub.active == 2, "both clients must be connected before the flood"
             fast_got: list[str] = []
 
             def read_fast() -> None:

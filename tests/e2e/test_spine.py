@@ -8,7 +8,6 @@ filters, API, CLI) is exercised as a user would. Teardown is asserted by the fix
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,15 +120,19 @@ def test_icmp_echo_and_reply(spine: Up) -> None:
 
 
 def test_filters_run_on_the_server_with_not(spine: Up) -> None:
-    spine.client("udp", spine.pods()["e2e-b/server-1"]["ip"])
-    spine.client("tcp", spine.pods()["e2e-a/server-0"]["ip"], "10")
-    time.sleep(0.5)
-    everything = spine.flows()
+    udp_port = int(spine.client("udp", spine.pods()["e2e-b/server-1"]["ip"])["sport"])
+    tcp_port = int(spine.client("tcp", spine.pods()["e2e-a/server-0"]["ip"], "10")["sport"])
+    # wait for this test's own flows, not earlier tests' ones
+    everything = spine.wait_flows(
+        lambda fl: bool(of_port(fl, "UDP", udp_port)) and bool(of_port(fl, "TCP", tcp_port)))
+    assert of_port(everything, "UDP", udp_port) and of_port(everything, "TCP", tcp_port)
     no_udp = spine.flows("--not", "--protocol", "udp")
     assert no_udp and all("UDP" not in f["l4"] for f in no_udp)
     assert len(no_udp) < len(everything)
+    assert of_port(no_udp, "TCP", tcp_port) and not of_port(no_udp, "UDP", udp_port)
     to_port = spine.flows("--to-port", "9090")
     assert to_port and all(f["l4"]["UDP"]["destination_port"] == 9090 for f in to_port)
+    assert of_port(to_port, "UDP", udp_port)
 
 
 def test_bad_filter_is_refused_with_a_clear_message(spine: Up) -> None:
