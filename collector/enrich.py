@@ -188,10 +188,11 @@ class Enricher:
                 labels = (RESERVED_IDENTITY_LABELS[identity],)
         return Endpoint(ID=ep_id, identity=identity, labels=tuple(labels or ()))
 
-    def _endpoints(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
-                   identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
-                   ) -> list[Endpoint]:
-        """One side's Endpoint per row, resolved once per distinct (ip, ep id, identity).
+    def endpoint_groups(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
+                        identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
+                        ) -> tuple[list[Endpoint], np.ndarray]:
+        """One side's distinct endpoints, each (ip, ep id, identity) resolved once, and the
+        row -> endpoint index. Shared with the store's Arrow builder, so both ask the same.
 
         Address and identity codes are row indexes, so they fit the packed key
         for any batch under 2^23 rows (a read is a few thousand).
@@ -201,16 +202,20 @@ class Enricher:
         packed = (codes.astype(np.uint64) << np.uint64(40)) | (
             ep.astype(np.uint64) << np.uint64(24)) | id_codes.reshape(-1).astype(np.uint64)
         uniq_keys, inv = np.unique(packed, return_inverse=True)
-        uniq = [(int(k >> 40), int((k >> 24) & 0xFFFF), int(id_uniq[k & 0xFFFFFF]))
-                for k in uniq_keys.tolist()]
         resolved: list[Endpoint] = []
-        for code, ep_id, ident in uniq:
-            key = (names[code], ep_id, ident)
+        for k in uniq_keys.tolist():
+            key = (names[k >> 40], (k >> 24) & 0xFFFF, int(id_uniq[k & 0xFFFFFF]))
             e = cache.get(key)
             if e is None:
                 e = cache[key] = self.endpoint(*key)
             resolved.append(e)
-        return _spread(resolved, inv.reshape(-1))
+        return resolved, inv.reshape(-1)
+
+    def _endpoints(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
+                   identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
+                   ) -> list[Endpoint]:
+        """One side's Endpoint per row."""
+        return _spread(*self.endpoint_groups(codes, names, ep, identity, cache))
 
     def enrich(self, b: DecodedBatch) -> list[Flow]:
         """Flows for a batch. Everything but the Flow objects is computed per column."""

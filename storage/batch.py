@@ -28,19 +28,18 @@ from spyglass.collector.abi import (
     F_XLATED_REPLY,
 )
 from spyglass.collector.decoder import DecodedBatch
-from spyglass.collector.enrich import Enricher, ip_index
+from spyglass.collector.enrich import _ICMP, _MAX_ROWS, _REPLY_BITS, Enricher, ip_index
 from spyglass.collector.enums import (
     TRACE_SUBTYPE_TO_POINT,
     DropReason,
     EventType,
     PolicyMatchType,
-    Protocol,
     TraceReason,
     TrafficDirection,
     Verdict,
 )
 from spyglass.collector.flow import Endpoint, Flow, Service
-from spyglass.storage.rows import V4_PREFIX, ip_bytes
+from spyglass.storage.rows import _POLICY_KEYS, V4_PREFIX, ip_bytes
 from spyglass.storage.schema import FLOW_SCHEMA, as_int8
 
 if TYPE_CHECKING:
@@ -60,12 +59,7 @@ _POINT = _codes({k: int(v) for k, v in TRACE_SUBTYPE_TO_POINT.items()})
 _TRACE_REASON = _codes({int(r): int(r) for r in TraceReason})
 _DROP_REASON = _codes({int(r): as_int8(int(r)) for r in DropReason})
 _DIRECTION = _codes({int(d): int(d) for d in TrafficDirection})
-_ICMP = (int(Protocol.ICMP), int(Protocol.ICMPV6))
-_REPLY_BITS = F_IS_REPLY | F_REPLY_KNOWN
 _UNKNOWN = np.uint8(255)  # maps to each table's default
-_MAX_ROWS = 1 << 23
-_POLICY_KEYS = ("ingress_allowed_by", "egress_allowed_by", "ingress_denied_by",
-                "egress_denied_by")
 
 
 def _ip_column(addr16: np.ndarray, ip4: np.ndarray, is_v6: np.ndarray) -> np.ndarray:
@@ -88,22 +82,10 @@ def _fixed16(rows: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
 def _endpoint_columns(enricher: Enricher, codes: np.ndarray, names: list[str], ep: np.ndarray,
                       identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
                       ) -> dict[str, pa.Array]:
-    """One side's endpoint columns, each distinct (address, endpoint id, identity) resolved once.
-
-    The same packing as the enricher's, so the same endpoint is asked about.
-    """
-    id_uniq, id_codes = np.unique(identity, return_inverse=True)
-    packed = (codes.astype(np.uint64) << np.uint64(40)) | (
-        ep.astype(np.uint64) << np.uint64(24)) | id_codes.reshape(-1).astype(np.uint64)
-    uniq_keys, inv = np.unique(packed, return_inverse=True)
-    eps: list[Endpoint] = []
-    for k in uniq_keys.tolist():
-        key = (names[k >> 40], (k >> 24) & 0xFFFF, int(id_uniq[k & 0xFFFFFF]))
-        e = cache.get(key)
-        if e is None:
-            e = cache[key] = enricher.endpoint(*key)
-        eps.append(e)
-    take = pa.array(inv.reshape(-1).astype(np.int64))
+    """One side's endpoint columns, each distinct (address, endpoint id, identity) resolved once
+    by the enricher's own grouping, so the same endpoint is asked about."""
+    eps, inv = enricher.endpoint_groups(codes, names, ep, identity, cache)
+    take = pa.array(inv.astype(np.int64))
     small = {
         "ID": pa.array([e.ID for e in eps], pa.uint32()),
         "identity": pa.array([e.identity for e in eps], pa.uint32()),
