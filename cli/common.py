@@ -69,3 +69,16 @@ def parse_time_option(value: str | None, name: str) -> str | None:
     except TimeSpecError as exc:
         raise CliError(f"--{exc}", exit_code=2) from None
     return value
+
+
+def yaml_file_option(what: str) -> Callable[[F], F]:
+    """`-f/--filename FILE` ('-' = stdin) for the commands that send YAML to the agent."""
+    return click.option("-f", "--filename", "filename", required=True, type=click.File("r"),
+                        help=f"YAML of {what} ('-' = stdin).")
+
+
+def post_yaml(kw: dict[str, Any], path: str, file: Any) -> Any:
+    """POST a YAML file to an API path; the file's name rides along for error messages."""
+    with make_client(kw) as client:
+        return client.post(path, content=file.read().encode(), content_type="application/yaml",
+                           params=[("source", file.name)])

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from spyglass.cli.common import client_options, make_client
+from spyglass.cli.common import client_options, make_client, post_yaml, yaml_file_option
 from spyglass.lab.errors import LabError
 from spyglass.lab.model import LabPod
 from spyglass.lab.state import DEFAULT_STATE_DIR, exec_in_pod, find_pod, load_state, pods_from_state
@@ -94,14 +94,11 @@ def exec_cmd(pod: str, argv: tuple[str, ...], timeout: float | None, state_dir: 
 
 
 @lab_group.command("add")
-@click.option("-f", "--filename", "filename", required=True, type=click.File("r"),
-              help="YAML of Pod documents ('-' = stdin).")
+@yaml_file_option("Pod documents")
 @client_options()
 def add_cmd(filename: Any, **kw: Any) -> None:
     """Add pods to the running lab: wired, attached to the datapath, in services' backends."""
-    with make_client(kw) as client:
-        body = client.post("/lab/pods", content=filename.read().encode(),
-                           content_type="application/yaml", params=[("source", filename.name)])
+    body = post_yaml(kw, "/lab/pods", filename)
     for ref in body["added"]:
         click.echo(f"added {ref}")
 

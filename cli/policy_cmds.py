@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from spyglass.cli.client import CliError
-from spyglass.cli.common import client_options, make_client
+from spyglass.cli.common import client_options, make_client, post_yaml, yaml_file_option
 
 
 @click.group("policy")
@@ -22,15 +22,11 @@ def policy_group() -> None:
 
 
 @policy_group.command("apply")
-@click.option("-f", "--filename", "filename", required=True, type=click.File("r"),
-              help="Multi-document YAML of NetworkPolicy / CiliumNetworkPolicy ('-' = stdin).")
+@yaml_file_option("NetworkPolicy / CiliumNetworkPolicy documents")
 @client_options()
 def apply_cmd(filename: Any, **kw: Any) -> None:
     """Apply policies: all documents or none. Takes effect within a second."""
-    text = filename.read()
-    with make_client(kw) as client:
-        body = client.post("/policies", content=text.encode(), content_type="application/yaml",
-                           params=[("source", filename.name)])
+    body = post_yaml(kw, "/policies", filename)
     for name in body["applied"]:
         click.echo(f"applied {name}")
     click.echo(f"compiled {body['entries']} entries in {body['compile_ms']:.1f} ms, "

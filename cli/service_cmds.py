@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from spyglass.cli.common import client_options, make_client
+from spyglass.cli.common import client_options, make_client, post_yaml, yaml_file_option
 
 
 @click.group("service")
@@ -16,14 +16,11 @@ def service_group() -> None:
 
 
 @service_group.command("apply")
-@click.option("-f", "--filename", "filename", required=True, type=click.File("r"),
-              help="YAML of Service documents ('-' = stdin).")
+@yaml_file_option("Service documents")
 @client_options()
 def apply_cmd(filename: Any, **kw: Any) -> None:
     """Add or replace Services; backends follow their selectors as pods come and go."""
-    with make_client(kw) as client:
-        body = client.post("/services", content=filename.read().encode(),
-                           content_type="application/yaml", params=[("source", filename.name)])
+    body = post_yaml(kw, "/services", filename)
     for ref, ip in body["applied"].items():
         click.echo(f"applied Service {ref} ({ip or 'headless'})")
 
