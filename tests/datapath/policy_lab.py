@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from wiring import wire_pod
+from wiring import unwire_pod, wire_pod
 
 TAG = f"{os.getpid() % 100000}"
 NS_PREFIX = f"sgtP-{TAG}-"
@@ -84,18 +84,8 @@ def make_pod(index: int, ip: str) -> Pod:
 
 def remove_pods(count: int) -> None:
     """Delete every netns and link this run may have made, by exact name."""
-    from pyroute2 import IPRoute, netns
-
-    with IPRoute() as ipr:
-        for i in range(count):
-            for name in (f"{LINK_PREFIX}{i}", f"{PEER_PREFIX}{i}"):
-                for idx in ipr.link_lookup(ifname=name):
-                    with contextlib.suppress(Exception):
-                        ipr.link("del", index=idx)  # routes and neighbours go with it
-    existing = set(netns.listnetns())
     for i in range(count):
-        if f"{NS_PREFIX}{i}" in existing:
-            netns.remove(f"{NS_PREFIX}{i}")
+        unwire_pod(f"{NS_PREFIX}{i}", f"{LINK_PREFIX}{i}")
 
 
 def leftovers(count: int) -> list[str]:

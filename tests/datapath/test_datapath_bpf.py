@@ -11,7 +11,6 @@ fixture finalizers, and the last test asserts nothing of ours is left.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes as ct
 import ipaddress
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from wiring import wire_pod
+from wiring import unwire_pod, wire_pod
 
 pytestmark = pytest.mark.datapath
 
@@ -130,17 +129,8 @@ def _make_pod(index: int, ip: str) -> Pod:
 
 def _remove_ours() -> None:
     """Delete every netns and link of this test run, by our exact names."""
-    from pyroute2 import IPRoute, netns
-
-    with IPRoute() as ipr:
-        for i in range(len(IDENTITIES)):
-            for name in (f"{LINK_PREFIX}{i}", f"sgtA{TAG}p{i}"):
-                for idx in ipr.link_lookup(ifname=name):
-                    with contextlib.suppress(Exception):
-                        ipr.link("del", index=idx)  # also removes routes and neighbours
     for i in range(len(IDENTITIES)):
-        if f"{NS_PREFIX}{i}" in netns.listnetns():
-            netns.remove(f"{NS_PREFIX}{i}")
+        unwire_pod(f"{NS_PREFIX}{i}", f"{LINK_PREFIX}{i}")
 
 
 @pytest.fixture(scope="module")

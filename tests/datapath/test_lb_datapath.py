@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from policy_lab import in_netns
-from wiring import wire_pod
+from wiring import unwire_pod, wire_pod
 
 pytestmark = pytest.mark.datapath
 
@@ -57,18 +57,8 @@ def _make_pod(index: int, ip: str) -> Pod:
 
 
 def _remove_pods() -> None:
-    from pyroute2 import IPRoute, netns
-
-    with IPRoute() as ipr:
-        for i in range(NPODS):
-            for name in (f"{LINK_PREFIX}{i}", f"{PEER_PREFIX}{i}"):
-                for idx in ipr.link_lookup(ifname=name):
-                    with contextlib.suppress(Exception):
-                        ipr.link("del", index=idx)
-    existing = set(netns.listnetns())
     for i in range(NPODS):
-        if f"{NS_PREFIX}{i}" in existing:
-            netns.remove(f"{NS_PREFIX}{i}")
+        unwire_pod(f"{NS_PREFIX}{i}", f"{LINK_PREFIX}{i}")
 
 
 def _leftovers() -> list[str]:
