@@ -83,17 +83,19 @@ class Lab:
         ips = ipam.allocate(pod_cidr, len(manifest.pods))
         self._pods: list[LabPod] = []
         for ep_id, (pod, ip) in enumerate(zip(manifest.pods, ips, strict=True), start=1):
-            ident_labels = pod_labels(pod.namespace, {
-                **pod.labels, **namespace_identity_labels(manifest, pod.namespace)})
-            self._pods.append(LabPod(
-                namespace=pod.namespace, name=pod.name, ip=ip, labels=dict(pod.labels),
-                identity=self.identities.allocate(ident_labels),
-                identity_labels=ident_labels, ep_id=ep_id,
-                netns=netns_name(prefix, pod.namespace, pod.name),
-                host_ifname=host_ifname(link_prefix, prefix, pod.namespace, pod.name),
-                workload=workload_name(pod.name, pod.labels),
-            ))
+            self._pods.append(self._plan_pod(pod, ip, ep_id))
         self._index()
+
+    def _plan_pod(self, pod: Pod, ip: str, ep_id: int) -> LabPod:
+        """A pod's names, address and identity, before anything exists on the host."""
+        ident_labels = pod_labels(pod.namespace, {
+            **pod.labels, **namespace_identity_labels(self.manifest, pod.namespace)})
+        return LabPod(
+            namespace=pod.namespace, name=pod.name, ip=ip, labels=dict(pod.labels),
+            identity=self.identities.allocate(ident_labels), identity_labels=ident_labels,
+            ep_id=ep_id, netns=netns_name(self.prefix, pod.namespace, pod.name),
+            host_ifname=host_ifname(self.link_prefix, self.prefix, pod.namespace, pod.name),
+            workload=workload_name(pod.name, pod.labels))
 
     # -- the pods -------------------------------------------------------------------------
 
@@ -230,15 +232,8 @@ class Lab:
                    if a not in used), None)
         if ip is None:  # pragma: no cover - allocate() raises first when the CIDR is full
             raise LabError(f"pod CIDR {self.pod_cidr} is full")
-        ident_labels = pod_labels(pod.namespace, {
-            **pod.labels, **namespace_identity_labels(self.manifest, pod.namespace)})
-        self._pods.append(LabPod(
-            namespace=pod.namespace, name=pod.name, ip=ip, labels=dict(pod.labels),
-            identity=self.identities.allocate(ident_labels), identity_labels=ident_labels,
-            ep_id=max((p.ep_id for p in self._pods), default=0) + 1,
-            netns=netns_name(self.prefix, pod.namespace, pod.name),
-            host_ifname=host_ifname(self.link_prefix, self.prefix, pod.namespace, pod.name),
-            workload=workload_name(pod.name, pod.labels)))
+        self._pods.append(self._plan_pod(pod, ip, max((p.ep_id for p in self._pods),
+                                                      default=0) + 1))
         self.manifest = dataclasses.replace(self.manifest, pods=(*self.manifest.pods, pod))
         self._index()
         i = len(self._pods) - 1
