@@ -15,6 +15,7 @@ from spyglass.api.errors import ApiError
 from spyglass.api.source import Cursor, HistoryStore, RingReader
 from spyglass.collector.filters import FilterSet
 from spyglass.collector.flow import Event, Flow
+from spyglass.storage.redact import public_error
 
 #: How far out of time order the ring may be (per-CPU perf rings merge in batches).
 RING_DISORDER_NS = 5_000_000_000
@@ -27,8 +28,8 @@ NO_STORE = ("history (since/until) needs a flow store, and this agent has none: 
 
 def store_error(exc: Exception) -> ApiError:
     """A store that refuses or is down: 503, with its own reason."""
-    return ApiError(503, f"the flow store did not answer: {exc}; check `spyglass status` "
-                         "(store up/down, writer lag) and the agent's log")
+    return ApiError(503, f"the flow store did not answer: {public_error(exc)}; check "
+                         "`spyglass status` (store up/down, writer lag) and the agent's log")
 
 
 def ring_time_bounds(ring: RingReader) -> tuple[int, int] | None:

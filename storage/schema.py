@@ -21,6 +21,7 @@ Why these types (docs/storage.md has the long form):
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -186,10 +187,11 @@ def ttl_clause(retention_days: int) -> str:
     return f"toDateTime(time) + INTERVAL {int(retention_days)} DAY"
 
 
-def _check(database: str, retention_days: int, cluster: str | None) -> None:
-    import re
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-    ident = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+def _check(database: str, retention_days: int, cluster: str | None) -> None:
+    ident = _IDENT
     if not ident.fullmatch(database):
         raise ValueError(f"database name {database!r} is not a plain identifier; "
                          "use letters, digits and '_', like 'spyglass'")
@@ -254,6 +256,29 @@ def ddl(cluster: str | None = None, database: str = DEFAULT_DATABASE,
         database, on, f"ReplicatedMergeTree('/clickhouse/tables/{{shard}}/{database}/"
                       f"{SCHEMA_VERSION_TABLE}', '{{replica}}')"))
     return out
+
+
+QUERY_USER = "spyglass_query"
+
+
+def query_user_ddl(database: str = DEFAULT_DATABASE, cluster: str | None = None,
+                   user: str = QUERY_USER) -> list[str]:
+    """A user that can only SELECT from flows and lost_events, for `query sql`.
+
+    Give it to the agent as `--query-store`, so that users' SQL runs with the server's
+    grants behind Spyglass's own guard: no other table, no table functions (those
+    need grants of their own), no writes. The password is a placeholder to replace.
+    """
+    _check(database, DEFAULT_RETENTION_DAYS, cluster)
+    if not _IDENT.fullmatch(user):
+        raise ValueError(f"user name {user!r} is not a plain identifier")
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    tables = [FLOWS, LOST_EVENTS]
+    if cluster:
+        tables += [f"{FLOWS}_local", f"{LOST_EVENTS}_local"]
+    return [f"CREATE USER IF NOT EXISTS {user}{on} IDENTIFIED WITH sha256_password BY "
+            f"'<choose a password>' DEFAULT DATABASE {database}",
+            *(f"GRANT{on} SELECT ON {database}.{t} TO {user}" for t in tables)]
 
 
 @dataclass(frozen=True, slots=True)

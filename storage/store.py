@@ -25,6 +25,7 @@ from spyglass.collector.filters.filterset import FilterSet
 from spyglass.collector.filters.sql import Params, all_of
 from spyglass.collector.flow import Flow, LostEvent
 from spyglass.storage import queries
+from spyglass.storage.redact import public_error, redact_dsn
 from spyglass.storage.rows import lost_to_arrow, table_to_flows, table_to_lost
 from spyglass.storage.schema import (
     DEFAULT_DATABASE,
@@ -40,7 +41,8 @@ from spyglass.storage.schema import (
     ttl_clause,
     version_table_ddl,
 )
-from spyglass.storage.sqlguard import SqlRefused, check_select
+from spyglass.storage.sqlguard import SqlRefused
+from spyglass.storage.usersql import UserSql
 
 #: (time_ns, uuid) of the last flow of a page: the next page starts after it.
 Cursor = tuple[int, str]
@@ -65,24 +67,39 @@ def _explain(e: Exception, where: str) -> StoreError:
 class FlowStore:
     """Flows and lost events in ClickHouse. Thread-safe: calls are serialised."""
 
-    def __init__(self, client: Any, dsn: str, database: str) -> None:
+    def __init__(self, client: Any, dsn: str, database: str, query_client: Any = None) -> None:
         self._client = client
+        self._query_client = query_client
         self.dsn = dsn
         self.database = database
         self._lock = threading.RLock()
         self._closed = False
+        self._user_sql = UserSql(query_client or client, database)
 
     # -- opening ---------------------------------------------------------------------
 
     @classmethod
-    def open(cls, dsn: str, *, retention_days: int = DEFAULT_RETENTION_DAYS) -> FlowStore:
-        """Open (creating and migrating as needed) the store at `dsn`."""
+    def open(cls, dsn: str, *, retention_days: int = DEFAULT_RETENTION_DAYS,
+             query_dsn: str | None = None) -> FlowStore:
+        """Open (creating and migrating as needed) the store at `dsn`.
+
+        `query_dsn` (a ClickHouse server only) is the read-only user that `spyglass
+        store ddl` prints: users' `query sql` then runs as that user, so the server's
+        own grants back the guard up.
+        """
         if isinstance(retention_days, bool) or not isinstance(retention_days, int) \
                 or retention_days < 1:
             raise StoreError(f"retention of {retention_days!r} days is not a positive number "
                              "of days; give e.g. --retention 7")
+        query_client = None
+        if query_dsn:
+            if not dsn.startswith(("http://", "https://")) or \
+                    not query_dsn.startswith(("http://", "https://")):
+                raise StoreError("--query-store is for a ClickHouse server: give both --store "
+                                 "and --query-store as http(s)://user:pass@host:8123/db")
+            query_client, _, _ = _connect(query_dsn)
         client, database, where = _connect(dsn)
-        store = cls(client, _redact(dsn), database)
+        store = cls(client, redact_dsn(dsn), database, query_client)
         try:
             store._migrate(retention_days)
         except StoreError:
@@ -290,18 +307,24 @@ class FlowStore:
         return _fill_buckets(df, since_ns, until_ns, bucket_s)
 
     def sql(self, text: str, *, limit: int = 10000, timeout_s: float = 10) -> pd.DataFrame:
-        """Run a user's read-only SELECT over flows/lost_events, capped and timed out."""
-        try:
-            body = check_select(text)
-        except SqlRefused as e:
-            raise StoreError(f"query refused: {e}") from None
+        """Run a user's read-only SELECT over flows/lost_events, vetted, capped and timed out.
+
+        ClickHouse's own parser vets it (`usersql`): what runs is exactly what was
+        checked. A refusal says what was refused and why; a failure carries the
+        server's reason without paths.
+        """
         _check_limit(limit)
         if not 0 < float(timeout_s) <= 600:
             raise StoreError(f"timeout {timeout_s!r} s is out of range; give 0 < timeout <= 600")
-        settings = {"max_execution_time": float(timeout_s), "max_result_rows": int(limit),
-                    "result_overflow_mode": "break", "readonly": 1}
-        wrapped = f"SELECT * FROM (\n{body}\n) LIMIT {int(limit)}"
-        return self._df(wrapped, {}, "running the query", settings)
+        if self._closed:
+            raise StoreError("running the query: the store is closed")
+        with self._lock:
+            try:
+                return self._user_sql.run(text, limit=limit, timeout_s=timeout_s)
+            except SqlRefused as e:
+                raise StoreError(f"query refused: {e}") from None
+            except Exception as e:
+                raise StoreError(f"query failed: {public_error(e)}") from None
 
     def close(self) -> None:
         if self._closed:
@@ -309,6 +332,8 @@ class FlowStore:
         self._closed = True
         with self._lock, contextlib.suppress(Exception):
             self._client.close()
+            if self._query_client is not None:
+                self._query_client.close()
 
     def __enter__(self) -> FlowStore:
         return self
@@ -352,10 +377,6 @@ def _fill_buckets(df: pd.DataFrame, since_ns: int | None, until_ns: int | None,
 _DB_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _redact(dsn: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", dsn)
-
-
 def _connect(dsn: str) -> tuple[Any, str, str]:
     """(client, database, where-for-messages) for a DSN, with errors that say what to fix."""
     import clickhouse_connect
@@ -385,10 +406,10 @@ def _connect(dsn: str) -> tuple[Any, str, str]:
     if u.scheme in ("http", "https"):
         database = u.path.strip("/") or DEFAULT_DATABASE
         if not _DB_RE.fullmatch(database):
-            raise StoreError(f"--store {_redact(dsn)}: database {database!r} is not a plain "
+            raise StoreError(f"--store {redact_dsn(dsn)}: database {database!r} is not a plain "
                              "name; use letters, digits and '_'")
         if not u.hostname:
-            raise StoreError(f"--store {_redact(dsn)} names no host; like "
+            raise StoreError(f"--store {redact_dsn(dsn)} names no host; like "
                              "http://user:pass@host:8123/spyglass")
         where = f"{u.scheme}://{u.hostname}:{u.port or (8443 if u.scheme == 'https' else 8123)}"
         try:
