@@ -26,6 +26,7 @@ from spyglass.collector.enums import (
     Verdict,
 )
 from spyglass.collector.flow import Flow
+from spyglass.collector.safeload import loads_json
 
 #: Keys of Spyglass's flow JSON that Hubble's Flow message does not have.
 SPYGLASS_ONLY_KEYS = ("packets", "bytes")
@@ -127,7 +128,7 @@ def _normalise(flow: dict[str, Any], response: dict[str, Any]) -> tuple[dict[str
 def parse_line(text: str) -> tuple[Flow | None, bool]:
     """One line -> (flow, approximated); (None, False) for a non-flow event. Raises ValueError."""
     try:
-        body = json.loads(text)
+        body = loads_json(text, what="the line")
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(body, dict):

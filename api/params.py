@@ -18,6 +18,7 @@ from spyglass.api.source import Cursor
 from spyglass.api.timespec import TimeSpecError, parse_range
 from spyglass.collector.filters import FilterSet, build_from_query
 from spyglass.collector.flow import Event, Flow
+from spyglass.collector.safeload import loads_json
 
 SELECTORS = ("last", "first", "since", "until", "after")
 #: Parameters that are neither filters nor selectors (the WebSocket's token, see auth.py).
@@ -68,7 +69,7 @@ def decode_cursor(text: str, order: str) -> Cursor:
                         "value of the previous page unchanged")
     try:
         raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
-        value = json.loads(raw)
+        value = loads_json(raw, max_depth=2)
     except (ValueError, binascii.Error):
         raise bad from None
     if (not isinstance(value, list) or len(value) != 3 or value[0] not in ("asc", "desc")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.bpf.policy.compile import compile_policies
+from spyglass.bpf.policy.compile import DEFAULT_MAX_ENTRIES, PolicyTooLarge, compile_policies
 from spyglass.bpf.policy.explain import Explanation, PodEndpoint, explain
 from spyglass.bpf.policy.model import Policy
 from spyglass.bpf.policy.parse import PolicyError, parse_policies, parse_policy_yaml
@@ -62,11 +62,13 @@ class PolicyManager:
 
     def __init__(self, pods: Callable[[], Sequence[PodView]],
                  loader: Callable[[CompiledPolicy], object], *,
-                 audit_namespaces: frozenset[str] = frozenset(), audit_all: bool = False) -> None:
+                 audit_namespaces: frozenset[str] = frozenset(), audit_all: bool = False,
+                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self._pods = pods
         self._loader = loader
         self._audit_namespaces = audit_namespaces
         self._audit_all = audit_all
+        self._max_entries = max_entries
         self._policies: dict[tuple[str, str, str], Policy] = {}
         self._compiled = CompiledPolicy()
         self._table = PolicyTable(self._compiled)
@@ -79,8 +81,14 @@ class PolicyManager:
         return self._apply(parse_policies(objects, source))
 
     def apply_yaml(self, text: str, source: str = "<request>") -> ApplyResult:
-        """`spyglass policy apply -f FILE`: parse everything, then apply all or nothing."""
-        return self._apply(parse_policy_yaml(text, source))
+        """`spyglass policy apply -f FILE`: parse everything, then apply all or nothing.
+
+        A change from a request is bounded: if the whole set would make more than
+        `max_entries` datapath entries it is refused (PolicyTooLarge) before any work.
+        Pod changes recompile without the bound: the pods are already there, and
+        leaving them without their policy would be worse.
+        """
+        return self._apply(parse_policy_yaml(text, source), bounded=True)
 
     def delete(self, name: str, namespace: str = "default", kind: str | None = None) -> ApplyResult:
         with self._lock:
@@ -105,18 +113,18 @@ class PolicyManager:
         with self._lock:
             return self._recompile(())
 
-    def _apply(self, policies: list[Policy]) -> ApplyResult:
+    def _apply(self, policies: list[Policy], bounded: bool = False) -> ApplyResult:
         with self._lock:
             before = dict(self._policies)
             for p in policies:
                 self._policies[p.ref] = p
             try:
-                return self._recompile(tuple(p.display for p in policies))
+                return self._recompile(tuple(p.display for p in policies), bounded)
             except BaseException:
                 self._policies = before
                 raise
 
-    def _recompile(self, changed: tuple[str, ...]) -> ApplyResult:
+    def _recompile(self, changed: tuple[str, ...], bounded: bool = False) -> ApplyResult:
         pods = list(self._pods())
         identities = {p.identity: p.identity_labels for p in pods}
         named = {p.identity: p.named_ports for p in pods if p.named_ports}
@@ -124,7 +132,8 @@ class PolicyManager:
         compiled = compile_policies(list(self._policies.values()), identities,
                                     named_ports=named or None,
                                     audit_namespaces=self._audit_namespaces,
-                                    audit_all=self._audit_all, previous=self._compiled)
+                                    audit_all=self._audit_all, previous=self._compiled,
+                                    max_entries=self._max_entries if bounded else None)
         t1 = time.perf_counter()
         self._loader(compiled)
         t2 = time.perf_counter()
@@ -198,4 +207,5 @@ def _find(pods: Sequence[PodView], ref: str, allow_ip: bool = False) -> PodView:
     return next(p for p in pods if p.namespace == ns and p.name == name)
 
 
-__all__ = ["ApplyResult", "PodView", "PolicyError", "PolicyManager", "PolicyNotFound"]
+__all__ = ["ApplyResult", "PodView", "PolicyError", "PolicyManager", "PolicyNotFound",
+           "PolicyTooLarge"]

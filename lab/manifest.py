@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from spyglass.bpf.policy.fields import describe as _describe
+from spyglass.collector.safeload import load_yaml_all
 from spyglass.lab import k8s_names
 from spyglass.lab.errors import ManifestError, PodRefError
 from spyglass.lab.naming import resolve_ref
@@ -132,7 +133,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
     """Parse multi-document YAML into a validated Manifest."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = load_yaml_all(text, what=source)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"

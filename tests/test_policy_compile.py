@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from spyglass.bpf.identity import IdentityAllocator, pod_labels
-from spyglass.bpf.policy.compile import compile_policies
+from spyglass.bpf.policy.compile import PolicyTooLarge, compile_policies
 from spyglass.bpf.policy.parse import parse_policy_yaml
 from spyglass.bpf.policy.table import PolicyTable
 from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE, CompiledPolicy, Direction
@@ -444,3 +444,47 @@ spec:
     compiled = world.compile("---\n".join(docs))
     assert len(world.identities) == 100
     assert len(compiled.allow) > 10_000
+
+
+BOMB = CNP + """metadata: {name: bomb, namespace: prod}
+spec:
+  endpointSelector: {}
+  ingress:
+  - &r
+    fromCIDR: [10.1.0.0/16, 10.2.0.0/16, 10.3.0.0/16, 10.4.0.0/16, 10.5.0.0/16]
+    toPorts:
+    - ports:
+      - {port: '1', endPort: 65535, protocol: ANY}
+      - {port: '2', endPort: 65534, protocol: ANY}
+""" + "  - *r\n" * 9
+
+
+def test_identical_rules_add_nothing_and_change_nothing() -> None:
+    """The alias bomb's ten copies of one rule compile to exactly what one copy gives."""
+    world = World.make()
+    once = BOMB.split("  - *r\n")[0]
+    bombed, single = world.compile(BOMB), world.compile(once)
+    assert set(bombed.allow) == set(single.allow) and len(bombed.allow) > 500
+    assert set(bombed.allow.values()) == set(single.allow.values())  # rule 0's cookie wins
+
+
+@pytest.mark.parametrize(("limit", "refused"), [(100, True), (10**6, False)])
+def test_a_policy_set_over_the_entry_limit_is_refused_with_the_count(limit: int,
+                                                                    refused: bool) -> None:
+    world = World.make()
+    if not refused:
+        assert world.compile(BOMB, max_entries=limit).allow
+        return
+    with pytest.raises(PolicyTooLarge, match=r"would make [\d,]+ datapath entries .* over the "
+                                             r"limit of 100"):
+        world.compile(BOMB, max_entries=limit)
+
+
+def test_the_estimate_bounds_what_is_generated() -> None:
+    """The refusal's count is an upper bound of the entries, so nothing legal is refused."""
+    world = World.make()
+    once = BOMB.split("  - *r\n")[0]
+    entries = len(world.compile(once).allow)
+    world.compile(once, max_entries=entries * 4)  # a comfortable bound passes
+    with pytest.raises(PolicyTooLarge):
+        world.compile(once, max_entries=entries // 2)

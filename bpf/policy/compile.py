@@ -20,8 +20,14 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
 from spyglass.bpf.identity import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_IDENTITY_LABELS
-from spyglass.bpf.policy.model import CIDRPeer, EntityPeer, Policy, Rule, SelectorPeer
-from spyglass.bpf.policy.ports import ANY_PORT_PREFIX, NamedPorts, PortPrefix, port_prefixes
+from spyglass.bpf.policy.model import CIDRPeer, EntityPeer, Policy, PortRule, Rule, SelectorPeer
+from spyglass.bpf.policy.ports import (
+    ANY_PORT_PREFIX,
+    ANY_PROTOS,
+    NamedPorts,
+    PortPrefix,
+    port_prefixes,
+)
 from spyglass.bpf.policy.selectors import NAMESPACE_KEY
 from spyglass.bpf.policy.types import (
     ANY_IDENTITY,
@@ -34,6 +40,15 @@ from spyglass.bpf.policy.types import (
 
 _NS_PREFIX = f"k8s:{NAMESPACE_KEY}="
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: PolicyKey's fields as a tuple: building the dataclass only for entries that are kept
+#: makes a duplicate cost a tuple and a lookup.
+_Key = tuple[int, Direction, int, int, int, int]
+#: The most datapath entries one policy change may make, unless the agent says otherwise.
+DEFAULT_MAX_ENTRIES = 250_000
+
+
+class PolicyTooLarge(ValueError):
+    """A policy set would make more entries than the limit: refused before any work."""
 
 
 def pod_namespace(labels: Iterable[str]) -> str | None:
@@ -106,6 +121,7 @@ class _Compiler:
             self.labels[num] = (f"cidr:{c}", RESERVED_IDENTITY_LABELS[IDENTITY_WORLD])
         self.named = named
         self._peer_cache: dict[object, frozenset[int]] = {}
+        self._prefix_cache: dict[PortRule, list[PortPrefix]] = {}
 
     def peer_ids(self, peers: tuple[object, ...] | None) -> frozenset[int]:
         """Remote identities a rule's peers cover; {ANY_IDENTITY} when it covers all."""
@@ -140,30 +156,54 @@ class _Compiler:
             return frozenset({IDENTITY_WORLD, *(num for _, num in self.cidrs.values())})
         return frozenset({IDENTITY_HOST, *self.pods})  # cluster
 
-    def keys(self, rule: Rule, local: int, direction: Direction) -> Iterable[PolicyKey]:
+    def numeric_prefixes(self, rule: Rule) -> list[PortPrefix]:
+        ports = rule.ports or ()
+        return [x for p in ports if p.name is None for x in self._prefixes(p)]
+
+    def _prefixes(self, port: PortRule) -> list[PortPrefix]:
+        found = self._prefix_cache.get(port)
+        if found is None:
+            found = self._prefix_cache[port] = port_prefixes(port, None, {})
+        return found
+
+    def keys(self, rule: Rule, local: int, direction: Direction) -> Iterable[_Key]:
+        """The rule's entries for one local identity, as plain tuples (PolicyKey's fields)."""
         remotes = self.peer_ids(rule.peers)
         if rule.ports is None:
             for r in sorted(remotes):
-                yield PolicyKey(local, direction, r, *ANY_PORT_PREFIX)
+                yield (local, direction, r, *ANY_PORT_PREFIX)
             return
-        numeric = [p for p in rule.ports if p.name is None]
         named = [p for p in rule.ports if p.name is not None]
-        prefixes: list[PortPrefix] = [x for p in numeric for x in port_prefixes(p, None, {})]
+        prefixes = self.numeric_prefixes(rule)
         if direction is Direction.INGRESS:
             # Names resolve against the destination: here, the local endpoint.
             prefixes += [x for p in named for x in port_prefixes(p, local, self.named)]
             named = []
         for r in sorted(remotes):
             for proto, port, bits in prefixes:
-                yield PolicyKey(local, direction, r, proto, port, bits)
+                yield (local, direction, r, proto, port, bits)
         if named:
             # Egress: names resolve against each destination identity, so the entries
             # name that identity even when the rule covers every peer.
-            targets = self.named.keys() if ANY_IDENTITY in remotes else remotes
-            for r in sorted(t for t in targets if t != ANY_IDENTITY):
+            for r in sorted(self._named_targets(remotes)):
                 for p in named:
                     for proto, port, bits in port_prefixes(p, r, self.named):
-                        yield PolicyKey(local, direction, r, proto, port, bits)
+                        yield (local, direction, r, proto, port, bits)
+
+    def _named_targets(self, remotes: frozenset[int]) -> list[int]:
+        targets = self.named.keys() if ANY_IDENTITY in remotes else remotes
+        return [t for t in targets if t != ANY_IDENTITY]
+
+    def estimate(self, rule: Rule, locals_: int, direction: Direction) -> int:
+        """An upper bound of the entries `keys` yields for `locals_` identities, cheaply."""
+        remotes = self.peer_ids(rule.peers)
+        if rule.ports is None:
+            return locals_ * len(remotes)
+        named = sum(1 for p in rule.ports if p.name is not None) * len(ANY_PROTOS)
+        numeric = len(self.numeric_prefixes(rule))
+        if direction is Direction.INGRESS:
+            return locals_ * len(remotes) * (numeric + named)
+        return locals_ * (len(remotes) * numeric + len(self._named_targets(remotes)) * named)
 
 
 def _inside(a: _Net, b: _Net) -> bool:
@@ -179,12 +219,19 @@ def compile_policies(
     audit_namespaces: frozenset[str] = frozenset(),
     audit_all: bool = False,
     previous: CompiledPolicy | None = None,
+    max_entries: int | None = None,
 ) -> CompiledPolicy:
     """Resolve every selector against the known identities into LPM entries and cookies.
 
     `identities` maps identity -> labels (pods and, optionally, reserved ones); local
     (enforced) identities are the pods among them. Raises ValueError when two policies
-    share kind, namespace and name (the caller must replace, not add, a re-applied one).
+    share kind, namespace and name (the caller must replace, not add, a re-applied one),
+    and PolicyTooLarge, before generating anything, when the entries would exceed
+    `max_entries`.
+
+    The work is linear in the entries generated: a rule identical to an earlier one
+    of the same spec and direction adds nothing (the first rule keeps every key) and
+    is skipped, and a duplicate key costs a tuple and a dict lookup.
     """
     ordered = sorted(policies, key=lambda p: p.ref)
     for a, b in zip(ordered, ordered[1:], strict=False):
@@ -194,11 +241,53 @@ def compile_policies(
     cidrs = _cidr_identities(ordered, previous)
     comp = _Compiler(identities, cidrs, named_ports or {})
     cookies = _Cookies(previous)
-    allow: dict[PolicyKey, int] = {}
-    deny: dict[PolicyKey, int] = {}
+    jobs = _jobs(ordered, comp)
+    if max_entries is not None:
+        total = sum(comp.estimate(rule, len(locals_), direction)
+                    for _, direction, rule, locals_ in jobs if rule is not None)
+        if total > max_entries:
+            raise PolicyTooLarge(
+                f"these policies would make {total:,} datapath entries (before merging "
+                f"duplicates), over the limit of {max_entries:,}; split them, use fewer "
+                "peers x ports per rule, or raise the agent's --policy-max-entries")
+    allow: dict[_Key, int] = {}
+    deny: dict[_Key, int] = {}
     selecting: dict[tuple[int, Direction], list[RuleRef]] = {}
-    for pol in ordered:
+    for pol, direction, rule, locals_ in jobs:
         kind, ns, name = pol.ref
+        if rule is None:  # the spec enforces this direction: its locals are selected
+            whole = RuleRef(kind, ns, name, direction, -1)
+            for local in locals_:
+                refs = selecting.setdefault((local, direction), [])
+                if whole not in refs:
+                    refs.append(whole)
+            continue
+        cookie = cookies.get((RuleRef(kind, ns, name, direction, rule.index, rule.deny),))
+        table = deny if rule.deny else allow
+        for local in locals_:
+            for key in comp.keys(rule, local, direction):
+                if key not in table:
+                    table[key] = cookie
+    selected = {k: cookies.get(tuple(refs)) for k, refs in sorted(selecting.items())}
+    audit = frozenset(comp.pods) if audit_all else frozenset(
+        i for i in comp.pods if pod_namespace(comp.labels[i]) in audit_namespaces)
+    return CompiledPolicy(allow={PolicyKey(*k): c for k, c in allow.items()},
+                          deny={PolicyKey(*k): c for k, c in deny.items()},
+                          selected=selected, cookies=cookies.out,
+                          cidr_identities=cidrs, audit=audit)
+
+
+_Job = tuple[Policy, Direction, "Rule | None", list[int]]
+
+
+def _jobs(ordered: Sequence[Policy], comp: _Compiler) -> list[_Job]:
+    """(policy, direction, rule or None, locals) in the fixed order cookies follow.
+
+    A None rule marks a direction the spec enforces. Rules identical to an earlier
+    one of the same spec and direction are left out: they cannot add a key.
+    """
+    jobs: list[_Job] = []
+    for pol in ordered:
         for spec in pol.specs:
             locals_ = [i for i in comp.pods if spec.subject.matches(comp.labels[i])]
             for direction, enforce, rules, deny_rules in (
@@ -206,20 +295,12 @@ def compile_policies(
                 (Direction.EGRESS, spec.enforce_egress, spec.egress, spec.egress_deny),
             ):
                 if enforce:
-                    whole = RuleRef(kind, ns, name, direction, -1)
-                    for local in locals_:
-                        refs = selecting.setdefault((local, direction), [])
-                        if whole not in refs:
-                            refs.append(whole)
+                    jobs.append((pol, direction, None, locals_))
+                seen: set[tuple[bool, object, object]] = set()
                 for rule in (*rules, *deny_rules):
-                    cookie = cookies.get((RuleRef(kind, ns, name, direction, rule.index,
-                                                  rule.deny),))
-                    table = deny if rule.deny else allow
-                    for local in locals_:
-                        for key in comp.keys(rule, local, direction):
-                            table.setdefault(key, cookie)
-    selected = {k: cookies.get(tuple(refs)) for k, refs in sorted(selecting.items())}
-    audit = frozenset(comp.pods) if audit_all else frozenset(
-        i for i in comp.pods if pod_namespace(comp.labels[i]) in audit_namespaces)
-    return CompiledPolicy(allow=allow, deny=deny, selected=selected, cookies=cookies.out,
-                          cidr_identities=cidrs, audit=audit)
+                    shape = (rule.deny, rule.peers, rule.ports)
+                    if shape in seen:
+                        continue
+                    seen.add(shape)
+                    jobs.append((pol, direction, rule, locals_))
+    return jobs

@@ -43,6 +43,7 @@ from spyglass.bpf.policy.model import (
     SelectorPeer,
     Spec,
 )
+from spyglass.collector.safeload import load_yaml_all
 from spyglass.lab import k8s_names
 
 __all__ = ["PolicyDocument", "PolicyError", "parse_policies", "parse_policy_yaml"]
@@ -83,7 +84,7 @@ class PolicyDocument:
 def parse_policy_yaml(text: str, source: str = "<policy>") -> list[Policy]:
     """Parse multi-document YAML holding only policies; PolicyError on anything wrong."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = load_yaml_all(text, what=source)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"

@@ -31,6 +31,7 @@ from spyglass.collector.filters.base import FilterError, ValueProblem
 from spyglass.collector.filters.filterset import FilterSet
 from spyglass.collector.filters.flowfilter import FIELDS, FlowFilter
 from spyglass.collector.filters.names import parse_namespace, split_namespaced
+from spyglass.collector.safeload import InputLimitError, loads_json
 
 Mode = Literal["either", "from", "to", "both", "ns", "from-ns", "to-ns", "not", "allowlist",
                "denylist"]
@@ -241,7 +242,9 @@ def _parse(flag: FilterFlag, raw: str, parse: Any) -> Any:
 
 def _raw_filters(flag: FilterFlag, raw: str) -> list[FlowFilter]:
     try:
-        data = json.loads(raw)
+        data = loads_json(raw, what=f"--{flag.name}")
+    except InputLimitError as e:
+        raise FilterError(str(e)) from None
     except (json.JSONDecodeError, TypeError) as e:
         why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else str(e)
         raise FilterError(f"--{flag.name}: not valid JSON ({why}); write it like "
