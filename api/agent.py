@@ -23,10 +23,12 @@ from typing import Any
 
 from rich.console import Console
 
+from spyglass.api.credentials import remove_local_token, token_path
 from spyglass.api.metrics import FlowMetrics
 from spyglass.api.policies import PodView, PolicyManager
 from spyglass.bpf.datapath import Datapath, DatapathEndpoint, DatapathError
 from spyglass.bpf.datapath import cleanup as bpf_cleanup
+from spyglass.bpf.policy.compile import DEFAULT_MAX_ENTRIES
 from spyglass.bpf.policy.parse import PolicyError, parse_policies
 from spyglass.bpf.policy.types import CompiledPolicy
 from spyglass.collector.collector import BatchHook, Collector
@@ -69,12 +71,15 @@ class AgentOptions:
     policy_audit: bool = False
     policy_audit_namespaces: frozenset[str] = frozenset()
     store: str | None = DEFAULT_STORE   # None: no history (the ring only)
+    query_store: str | None = None      # a server's read-only user for `query sql`
     retention_days: int = 7
     writer_max_rows: int = 1_000_000
     token: str | None = None
     metrics_public: bool = False
     tls_cert: str | None = None
     tls_key: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    policy_max_entries: int = DEFAULT_MAX_ENTRIES
 
 
 POLICY_KINDS = ("NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
@@ -115,7 +120,8 @@ class Agent:
         self._changes = threading.Lock()  # pod and service changes, one at a time
         self.policies = PolicyManager(self._pod_views, self._load_policy,
                                       audit_namespaces=opts.policy_audit_namespaces,
-                                      audit_all=opts.policy_audit)
+                                      audit_all=opts.policy_audit,
+                                      max_entries=opts.policy_max_entries)
 
     def start(self, log: Callable[[str], None] = lambda s: None) -> None:
         t0 = time.monotonic()
@@ -126,7 +132,8 @@ class Agent:
         parse_policies(self._policy_docs, path)  # refuse bad policy before touching the host
         if self.opts.store:
             log(f"opening the flow store {self.opts.store}")
-            self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days)
+            self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days,
+                                        query_dsn=self.opts.query_store)
             self.writer = StoreWriter(self.store, max_rows=self.opts.writer_max_rows)
         self.lab = Lab(manifest, pod_cidr=self.opts.pod_cidr, prefix=self.opts.prefix,
                        link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir,
@@ -311,6 +318,8 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     """Run until SIGINT/SIGTERM; returns the process exit code."""
     from spyglass.api.app import create_app
     from spyglass.api.auth import AuthConfig, check_listen_security, token_from_env
+    from spyglass.api.credentials import write_local_token
+    from spyglass.api.guard import HostPolicy
     from spyglass.api.lab_routes import lab_router
     from spyglass.api.policy_routes import policy_router
     from spyglass.api.serve import make_server
@@ -320,12 +329,16 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     _check_listen(opts.host, opts.port)
     owner = os.getpid()
     agent = Agent(opts)
+    token_file = ""
     # Until uvicorn installs its own handlers, SIGTERM must unwind through `finally` too.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
+        token_file, local_token = write_local_token(opts.state_dir)
         app = create_app(agent, ui_dir=UI_DIR, metrics=agent.metrics,
-                         auth=AuthConfig(token, opts.metrics_public), tls=bool(opts.tls_cert),
+                         auth=AuthConfig(token, opts.metrics_public, local_token),
+                         tls=bool(opts.tls_cert),
+                         hosts=HostPolicy(opts.host, opts.allowed_hosts),
                          routers=[policy_router(agent.policies, agent.flow_by_uuid),
                                   lab_router(agent)])
         server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
@@ -348,6 +361,8 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
         if os.getpid() != owner:  # never tear down from a forked helper
             os._exit(1)
         signal.signal(signal.SIGTERM, previous)
+        if token_file:
+            remove_local_token(token_file)
         console.print("[dim]spyglass:[/] tearing down")
         for err in agent.stop():
             console.print(f"[red]teardown error[/]: {err}")
@@ -399,4 +414,8 @@ def teardown_leftovers(state_dir: str = STATE_DIR, pin_dir: str = PIN_DIR,
     with contextlib.suppress(FileNotFoundError):
         removed += teardown_from_state(state_dir)
     removed += bpf_cleanup(pin_dir, link_prefix)
+    token = token_path(state_dir)
+    if os.path.exists(token):
+        remove_local_token(token)
+        removed.append(f"local credential {token}")
     return removed

@@ -19,8 +19,10 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from spyglass.api.auth import AuthConfig, AuthMiddleware
+from spyglass.api.auth import AuthConfig
 from spyglass.api.errors import ApiError, install_error_handlers
+from spyglass.api.gate import HISTORY_SLOTS, SQL_SLOTS, Gate
+from spyglass.api.guard import HostPolicy, RequestGuard
 from spyglass.api.history import NO_STORE, events_in_order, history_page
 from spyglass.api.metrics import CONTENT_TYPE, FlowMetrics
 from spyglass.api.models import (
@@ -49,7 +51,8 @@ API = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad parameter or filter"},
     401: {"model": ErrorResponse, "description": "missing or wrong token"},
-    500: {"model": ErrorResponse, "description": "server fault"},
+    403: {"model": ErrorResponse, "description": "a foreign Origin or a cross-site request"},
+    421: {"model": ErrorResponse, "description": "a Host this server does not answer to"},
 }
 _HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 503: {"model": ErrorResponse, "description": "no store, or the store is down"}}
@@ -65,7 +68,8 @@ def package_version() -> str:
 
 def create_app(source: FlowSource, *, ui_dir: str | None = None,
                auth: AuthConfig | None = None, metrics: FlowMetrics | None = None,
-               tls: bool = False, routers: Sequence[APIRouter] = ()) -> FastAPI:
+               tls: bool = False, routers: Sequence[APIRouter] = (),
+               hosts: HostPolicy | None = None) -> FastAPI:
     """Build the API over `source`; serve the static UI at `/` when `ui_dir` exists.
 
     `app.state.streams` is the `StreamHub`: call its `shutdown()` before stopping
@@ -73,7 +77,9 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     `app.state.metrics` is the `FlowMetrics` whose `observe(flows)` the agent
     calls per enriched batch (pass your own to wire it before the app exists).
     `routers` (e.g. policy routes) are included before the UI is mounted at `/`,
-    which would otherwise shadow anything added later.
+    which would otherwise shadow anything added later. `hosts` names what the
+    server answers to (default: loopback only); see `guard.RequestGuard` for the
+    checks every request passes first.
     """
     hub = StreamHub()
     auth = auth or AuthConfig()
@@ -97,7 +103,10 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     app.state.streams = hub
     app.state.auth = auth
     app.state.metrics = metrics
-    app.add_middleware(AuthMiddleware, config=auth)
+    app.state.sql_gate = Gate(SQL_SLOTS, "SQL queries")
+    app.state.history_gate = history_gate = Gate(HISTORY_SLOTS, "history requests")
+    hosts = hosts or HostPolicy()
+    app.add_middleware(RequestGuard, auth=auth, hosts=hosts, tls=tls)
     install_error_handlers(app)
     metrics.add_state(lambda: {"lost_events": lost_totals(source, hub),
                                "writer": source_writer_stats(source) or {}})
@@ -110,12 +119,16 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
 
     @app.get(f"{API}/nodes", response_model=NodesResponse, responses=_ERRORS, tags=["status"])
     def nodes(request: Request) -> NodesResponse:
-        """This node as `hubble list nodes` shows nodes (one agent serves one node)."""
+        """This node as `hubble list nodes` shows nodes (one agent serves one node).
+
+        The address is the socket's own, never the request's Host header.
+        """
         st = build_status(source, hub, rate, started_ns)
-        server = request.url.netloc
+        host, port = (request.scope.get("server") or (hosts.listen_host, 0))[:2]
+        address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         return NodesResponse(nodes=[NodeModel(
-            name=st.node_name, version=st.version, address=server,
-            tls={"enabled": tls, "server_name": request.url.hostname or ""},
+            name=st.node_name, version=st.version, address=address,
+            tls={"enabled": tls, "server_name": st.node_name if tls else ""},
             uptime_ns=st.uptime_ns, num_flows=st.num_flows, max_flows=st.max_flows,
             seen_flows=st.seen_flows, flows_rate=st.flows_rate)])
 
@@ -140,9 +153,11 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
             store = source_store(source)
             if store is None:
                 raise ApiError(503, NO_STORE)
-            page, cursor = history_page(store, ring, query.filters, since_ns=query.since_ns,
-                                        until_ns=query.until_ns, limit=query.number,
-                                        order=query.order, after=query.after)
+            with history_gate.enter():
+                page, cursor = history_page(store, ring, query.filters,
+                                            since_ns=query.since_ns, until_ns=query.until_ns,
+                                            limit=query.number, order=query.order,
+                                            after=query.after)
             events: list[Event] = events_in_order(page, query.order)
             nxt = encode_cursor(query.order, cursor) if cursor is not None else None
             return JSONResponse({"flows": [event_to_response(ev, node) for ev in events],

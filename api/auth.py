@@ -5,7 +5,8 @@ must not be open: `check_listen_security` refuses a non-loopback `--listen`
 without a token before anything starts. With a token, every `/api/` request
 (HTTP and WebSocket) and `/metrics` (unless `metrics_public`) must carry it.
 The OpenAPI page and the static UI stay open: they hold no flow data, and the
-UI needs to load before it can ask for the token.
+UI needs to load before it can ask for the token. Changes need a credential
+always (`AuthConfig.may_change`); `guard.RequestGuard` enforces both rules.
 
 Browsers cannot set headers on a WebSocket, so a stream also accepts the token
 as `?token=` or through the subprotocol trick: offer the protocols
@@ -16,25 +17,17 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from spyglass.api.errors import ApiError, error_body
+from spyglass.api.errors import ApiError
 
 TOKEN_ENV = "SPYGLASS_TOKEN"
 SUBPROTOCOL = "spyglass"
 SUBPROTOCOL_TOKEN_PREFIX = "spyglass.bearer."
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class ListenSecurityError(ValueError):
@@ -74,16 +67,35 @@ def token_from_env(token: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class AuthConfig:
-    """The API's access rule; `token=None` means open (loopback only, see above)."""
+    """Who may read and who may change.
+
+    `token` (--token): when set, every read needs it too. `local_token`: the random
+    credential `spyglass up` writes to /run/spyglass/token for the CLI on this host;
+    it is good for everything `token` is. Changes always need one of the two, even
+    on loopback, so that no web page can make one. Tokens compare in constant time.
+    """
 
     token: str | None = None
     metrics_public: bool = False
+    local_token: str | None = None
 
     def allows(self, presented: str | None) -> bool:
-        if self.token is None:
-            return True
-        return presented is not None and hmac.compare_digest(presented.encode(),
-                                                             self.token.encode())
+        """May this caller read? Anyone when no token is set."""
+        return self.token is None or self._known(presented)
+
+    def may_change(self, presented: str | None) -> bool:
+        """May this caller change policy, pods, services or history?"""
+        return self._known(presented)
+
+    def _known(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        given = presented.encode()
+        ok = False
+        for expected in (self.token, self.local_token):
+            if expected is not None:
+                ok |= hmac.compare_digest(given, expected.encode())
+        return ok
 
     def protects(self, path: str) -> bool:
         if self.token is None:
@@ -117,44 +129,18 @@ UNAUTHORIZED = ("missing or wrong API token: send `Authorization: Bearer <token>
                 f"(the CLI's --token or {TOKEN_ENV})")
 
 
-class AuthMiddleware:
-    """Checks HTTP requests before routing, so a 401 never depends on a route's own code.
+def require_credential(request: Request) -> None:
+    """FastAPI dependency for routes that change state (policy, lab, services, import).
 
-    WebSockets are checked by the stream handler instead: a refusal there is an
-    error envelope and close 1008, which clients can read, rather than a bare
-    handshake failure.
-    """
-
-    def __init__(self, app: ASGIApp, config: AuthConfig) -> None:
-        self.app = app
-        self.config = config
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.config.protects(scope.get("path", "")):
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
-                       for k, v in scope.get("headers", [])}
-            if not self.config.allows(bearer(headers.get("authorization"))):
-                await _send_401(send)
-                return
-        await self.app(scope, receive, send)
-
-
-async def _send_401(send: Send) -> None:
-    body = json.dumps(error_body(401, UNAUTHORIZED)).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b'Bearer realm="spyglass"')]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def require_token(request: Request) -> None:
-    """FastAPI dependency for write routes (policy apply/delete, import).
-
-    The middleware already guards `/api/`; this makes the rule explicit on the
-    routes that change state, and keeps it if a route ever moves elsewhere.
+    `guard.RequestGuard` already refuses writes without a credential; this keeps the
+    rule on the route itself, should a route ever be mounted behind another app.
     """
     config: AuthConfig = request.app.state.auth
-    if config.token is not None and not config.allows(
-            bearer(request.headers.get("authorization"))):
-        raise ApiError(401, UNAUTHORIZED)
+    if not config.may_change(bearer(request.headers.get("authorization"))):
+        from spyglass.api.guard import NEEDS_CREDENTIAL
+
+        raise ApiError(401, NEEDS_CREDENTIAL)
+
+
+#: The dependency every route that changes something carries.
+WRITE = Depends(require_credential)

@@ -8,6 +8,7 @@ raw validation dump or a bare "Internal Server Error".
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,18 +24,20 @@ log = logging.getLogger("spyglass.api")
 class ApiError(Exception):
     """A request the API refuses, with the HTTP status and a user-facing message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
     return {"ok": False, "error": message, "status": status}
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status)
+def error_response(status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -50,7 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.message)
+        return error_response(exc.status, exc.message, exc.headers)
 
     @app.exception_handler(FilterError)
     async def _filter_error(_: Request, exc: FilterError) -> JSONResponse:
@@ -73,7 +76,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return error_response(
-            500, f"internal error on {request.url.path}: {type(exc).__name__}: {exc}; "
-                 "this is a Spyglass bug, the agent's log has the traceback")
+        ref = secrets.token_hex(4)
+        log.exception("unhandled error %s on %s", ref, request.url.path)
+        return error_response(500, internal_error(ref))
+
+
+def internal_error(ref: str) -> str:
+    """What a client learns of a fault: that it is ours, and where the details are.
+
+    Never the exception's text: it may hold paths, addresses or query internals.
+    """
+    return (f"internal error (reference {ref}); this is a Spyglass bug: the agent's log "
+            "has the details under that reference")

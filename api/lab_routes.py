@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from fastapi import APIRouter, Body, Query
 from starlette.concurrency import run_in_threadpool
 
+from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
 from spyglass.bpf.datapath import DatapathError
 from spyglass.lab.errors import LabError, PodRefError
@@ -30,6 +31,7 @@ class LabChanges(Protocol):
 YAML_BODY = Body(..., media_type="application/yaml", description="Kubernetes-style YAML")
 
 
+
 def lab_router(agent: LabChanges) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["lab"])
 
@@ -41,17 +43,20 @@ def lab_router(agent: LabChanges) -> APIRouter:
         except (LabError, DatapathError, ValueError) as exc:
             raise ApiError(400, str(exc)) from None
 
-    @router.post("/lab/pods", summary="Add pods (Pod documents), wired and attached")
+    @router.post("/lab/pods", dependencies=[WRITE],
+                   summary="Add pods (Pod documents), wired and attached")
     async def add_pods(body: str = YAML_BODY, source: str = Query("<request>")
                        ) -> dict[str, Any]:
         return {"added": await call(agent.add_pods, body, source)}
 
-    @router.delete("/lab/pods/{ref:path}", summary="Delete a pod: NAMESPACE/POD, or a bare POD "
+    @router.delete("/lab/pods/{ref:path}", dependencies=[WRITE],
+                   summary="Delete a pod: NAMESPACE/POD, or a bare POD "
                    "(in default, or the only pod of that name)")
     async def delete_pod(ref: str) -> dict[str, Any]:
         return {"deleted": await call(agent.delete_pod, ref)}
 
-    @router.post("/lab/scale", summary="Scale a workload (pods copied from its first pod)")
+    @router.post("/lab/scale", dependencies=[WRITE],
+                   summary="Scale a workload (pods copied from its first pod)")
     async def scale(workload: str = Query(..., description="NAMESPACE/WORKLOAD"),
                     replicas: int = Query(..., ge=0, le=1000)) -> dict[str, Any]:
         return dict(await call(agent.scale, workload, replicas))
@@ -60,12 +65,14 @@ def lab_router(agent: LabChanges) -> APIRouter:
     async def list_services() -> dict[str, Any]:
         return {"services": await call(agent.list_services)}
 
-    @router.post("/services", summary="Apply Services (all parsed before any applies)")
+    @router.post("/services", dependencies=[WRITE],
+                   summary="Apply Services (all parsed before any applies)")
     async def apply_services(body: str = YAML_BODY, source: str = Query("<request>")
                              ) -> dict[str, Any]:
         return {"applied": await call(agent.apply_services, body, source)}
 
-    @router.delete("/services/{namespace}/{name}", summary="Delete a Service")
+    @router.delete("/services/{namespace}/{name}", dependencies=[WRITE],
+                   summary="Delete a Service")
     async def delete_service(namespace: str, name: str) -> dict[str, Any]:
         return {"deleted": await call(agent.delete_service, f"{namespace}/{name}")}
 

@@ -12,8 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from starlette.concurrency import run_in_threadpool
 
+from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
-from spyglass.api.policies import PolicyError, PolicyManager, PolicyNotFound
+from spyglass.api.policies import PolicyError, PolicyManager, PolicyNotFound, PolicyTooLarge
 from spyglass.bpf.policy.explain import parse_proto
 from spyglass.collector.flow import Flow
 
@@ -26,18 +27,20 @@ def policy_router(manager: PolicyManager,
     def list_policies() -> dict[str, Any]:
         return {"policies": manager.list()}
 
-    @router.post("/policies", summary="Apply policies (multi-document YAML, all or nothing)")
+    @router.post("/policies", dependencies=[WRITE],
+                   summary="Apply policies (multi-document YAML, all or nothing)")
     async def apply(body: str = Body(..., media_type="application/yaml",
                                      description="NetworkPolicy / CiliumNetworkPolicy YAML"),
                     source: str = Query("<request>", description="file name for messages"),
                     ) -> dict[str, Any]:
         try:
             result = await run_in_threadpool(manager.apply_yaml, body, source)
-        except PolicyError as exc:
+        except (PolicyError, PolicyTooLarge) as exc:
             raise ApiError(400, str(exc)) from None
         return result.to_dict()
 
-    @router.delete("/policies/{namespace}/{name}", summary="Delete a policy")
+    @router.delete("/policies/{namespace}/{name}", dependencies=[WRITE],
+                   summary="Delete a policy")
     async def delete(namespace: str, name: str,
                      kind: str | None = Query(None, description="when a name is ambiguous"),
                      ) -> dict[str, Any]:

@@ -4,21 +4,24 @@ Every route here needs the store; without one it answers 503 with how to get
 one. The store returns DataFrames, sent as typed tables (`api/tables.py`).
 Aggregations default to the last hour, since an unbounded range over a week
 of flows is rarely what anyone meant. Import is the only write, so it carries
-the token dependency explicitly (see `auth.require_token`).
+the credential dependency explicitly (see `auth.require_credential`). Every route
+runs inside a `gate.Gate`: user SQL in a small one, the others in the history one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from spyglass.api.auth import require_token
+from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
+from spyglass.api.gate import Gate
 from spyglass.api.history import NO_STORE, store_error
 from spyglass.api.hubble_json import parse_lines
 from spyglass.api.models import (
@@ -34,6 +37,7 @@ from spyglass.api.tables import frame_to_table
 from spyglass.api.timespec import TimeSpecError, parse_duration_ns, parse_range
 from spyglass.collector.filters import build_from_query
 from spyglass.collector.flow import format_time_ns
+from spyglass.storage.redact import public_error
 
 router = APIRouter(tags=["history"])
 
@@ -42,6 +46,7 @@ MAX_IMPORT_BYTES = 64 << 20
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "bad parameter, time or namespace"},
     401: {"model": ErrorResponse, "description": "missing or wrong token"},
+    429: {"model": ErrorResponse, "description": "too many at once; retry after Retry-After"},
     503: {"model": ErrorResponse, "description": "no store, or the store is down"},
 }
 
@@ -73,6 +78,12 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise
     except Exception as exc:
         raise store_error(exc) from exc
+
+
+def _gate(request: Request) -> contextlib.AbstractContextManager[None]:
+    """The history gate: a busy agent answers 429 at once, never with a stalled pool."""
+    gate: Gate = request.app.state.history_gate
+    return gate.enter()
 
 
 def namespace_names(result: Any) -> list[str]:
@@ -121,7 +132,8 @@ def namespaces(request: Request, since: Since = None, until: Until = None
     stored: set[str] = set()
     if store is not None:
         lo, hi = _range(since, until)
-        stored = set(namespace_names(_call(store.namespaces, since_ns=lo, until_ns=hi)))
+        with _gate(request):
+            stored = set(namespace_names(_call(store.namespaces, since_ns=lo, until_ns=hi)))
     elif since is not None or until is not None:
         raise ApiError(503, NO_STORE)
     return NamespacesResponse(namespaces=[
@@ -139,9 +151,10 @@ def service_map(request: Request, since: Since = None, until: Until = None,
     """
     store = _store(request)
     lo, hi = _range(since, until)
-    _check_namespaces(request, store, namespace, lo, hi)
-    return _table(_call(store.service_map, since_ns=lo, until_ns=hi, namespaces=tuple(namespace)),
-                  lo, hi)
+    with _gate(request):
+        _check_namespaces(request, store, namespace, lo, hi)
+        df = _call(store.service_map, since_ns=lo, until_ns=hi, namespaces=tuple(namespace))
+    return _table(df, lo, hi)
 
 
 @router.get("/drops", response_model=TableResponse, responses=_ERRORS)
@@ -152,9 +165,11 @@ def drops(request: Request, since: Since = None, until: Until = None,
     """Dropped flows summarised by drop reason, by denying policy, or by pod pair."""
     store = _store(request)
     lo, hi = _range(since, until)
-    _check_namespaces(request, store, namespace, lo, hi)
-    return _table(_call(store.drops, since_ns=lo, until_ns=hi, by=by,
-                        namespaces=tuple(namespace), limit=limit), lo, hi)
+    with _gate(request):
+        _check_namespaces(request, store, namespace, lo, hi)
+        df = _call(store.drops, since_ns=lo, until_ns=hi, by=by, namespaces=tuple(namespace),
+                   limit=limit)
+    return _table(df, lo, hi)
 
 
 @router.get("/top", response_model=TableResponse, responses=_ERRORS)
@@ -165,8 +180,9 @@ def top(request: Request, since: Since = None, until: Until = None,
     """Top talkers by flows or bytes: sources, destinations, or source-destination pairs."""
     store = _store(request)
     lo, hi = _range(since, until)
-    return _table(_call(store.top, since_ns=lo, until_ns=hi, by=by, metric=metric, limit=limit),
-                  lo, hi)
+    with _gate(request):
+        df = _call(store.top, since_ns=lo, until_ns=hi, by=by, metric=metric, limit=limit)
+    return _table(df, lo, hi)
 
 
 _TIMESERIES_OWN = ("since", "until", "bucket")
@@ -192,17 +208,22 @@ def timeseries(request: Request, since: Since = None, until: Until = None,
                             "use a wider bucket or a shorter range")
     items = [(k, v) for k, v in request.query_params.multi_items() if k not in _TIMESERIES_OWN]
     filters = build_from_query(items)
-    return _table(_call(store.timeseries, filters, since_ns=lo, until_ns=hi,
-                        bucket_s=bucket_ns // 1_000_000_000), lo, hi)
+    with _gate(request):
+        df = _call(store.timeseries, filters, since_ns=lo, until_ns=hi,
+                   bucket_s=bucket_ns // 1_000_000_000)
+    return _table(df, lo, hi)
 
 
-def _run_sql(store: HistoryStore, req: SqlRequest) -> dict[str, Any]:
-    try:
-        df = store.sql(req.sql, limit=req.limit, timeout_s=req.timeout_s)
-    except RuntimeError as exc:  # StoreError: refused (not a single SELECT…) or failed
-        text = str(exc)
-        raise ApiError(400, text if text.startswith("query refused") else
-                       f"query failed: {text}") from None
+def _run_sql(request: Request, req: SqlRequest) -> dict[str, Any]:
+    store = _store(request)
+    gate: Gate = request.app.state.sql_gate
+    with gate.enter():
+        try:
+            df = store.sql(req.sql, limit=req.limit, timeout_s=req.timeout_s)
+        except RuntimeError as exc:  # StoreError: "query refused: …" or "query failed: …"
+            text = str(exc)
+            raise ApiError(400, text if text.startswith("query ") else
+                           f"query failed: {public_error(text)}") from None
     return _table(df, None, None)
 
 
@@ -213,18 +234,18 @@ def sql_get(request: Request,
             limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
             timeout_s: Annotated[float, Query(gt=0, le=300)] = 10.0) -> dict[str, Any]:
     """Read-only SQL for power users: a single SELECT on flows or lost_events, bounded."""
-    return _run_sql(_store(request), SqlRequest(sql=sql, limit=limit, timeout_s=timeout_s))
+    return _run_sql(request, SqlRequest(sql=sql, limit=limit, timeout_s=timeout_s))
 
 
 @router.post("/query/sql", response_model=TableResponse, responses=_ERRORS)
 def sql_post(request: Request, body: SqlRequest) -> dict[str, Any]:
     """The same as GET, with the SQL in a JSON body (no URL length limits)."""
-    return _run_sql(_store(request), body)
+    return _run_sql(request, body)
 
 
 @router.post("/flows/import", response_model=ImportResponse, responses={
     **_ERRORS, 413: {"model": ErrorResponse, "description": "body too large"}},
-    dependencies=[Depends(require_token)], tags=["flows"],
+    dependencies=[WRITE], tags=["flows"],
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-ndjson": {"schema": {"type": "string"}}}}})
 async def import_flows(request: Request,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict, deque
@@ -34,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from spyglass.api.auth import SUBPROTOCOL, UNAUTHORIZED, AuthConfig, ws_token
-from spyglass.api.errors import ApiError, error_body
+from spyglass.api.errors import ApiError, error_body, internal_error
 from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
 from spyglass.api.params import FlowQuery, parse_flow_query
 from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_store
@@ -216,9 +217,10 @@ async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub,
         await _stream(ws, source, hub)
     except WebSocketDisconnect:
         pass
-    except Exception as exc:  # a server fault: say so with 1011, never a silent drop
-        log.exception("flow stream failed")
-        await _close(ws, CLOSE_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+    except Exception:  # a server fault: say so with 1011, never a silent drop
+        ref = secrets.token_hex(4)
+        log.exception("flow stream failed (reference %s)", ref)
+        await _close(ws, CLOSE_ERROR, internal_error(ref))
 
 
 async def _refuse(ws: WebSocket, status: int, message: str, code: int) -> None:

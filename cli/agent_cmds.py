@@ -85,11 +85,20 @@ def _parse_days(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--store", default="chdb:///var/lib/spyglass/flows", show_default=True,
               help="Flow history: chdb:///ABS/PATH (embedded ClickHouse), "
                    "http(s)://user:pass@host:8123/db (a ClickHouse server), or none.")
+@click.option("--query-store", default=None, metavar="URL",
+              help="With a ClickHouse server: the read-only user `spyglass store ddl` prints "
+                   "(http(s)://spyglass_query:PASS@host:8123/db); `query sql` runs as it.")
 @click.option("--retention", default="7d", show_default=True, callback=_parse_days,
               help="How long history is kept (days, e.g. 7d or 30).")
 @click.option("--token", default=None, envvar="SPYGLASS_TOKEN", show_envvar=True,
               help="API bearer token; required to listen on a non-loopback address.")
 @click.option("--metrics-public", is_flag=True, help="Serve /metrics without the token.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Another name or address clients use to reach the API (repeatable); "
+                   "requests naming any other Host are refused (DNS rebinding).")
+@click.option("--policy-max-entries", default=250_000, show_default=True,
+              type=click.IntRange(min=1),
+              help="Refuse a policy change that would make more datapath entries than this.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None,
               help="PEM certificate: serve HTTPS.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -102,7 +111,9 @@ def _parse_days(ctx: click.Context, param: click.Parameter, value: str) -> int:
 def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: str,
            monitor_interval: float, ring_capacity: int, pod_cidr: str, service_cidr: str,
            node_name: str | None, policy_audit: bool, audit_namespaces: tuple[str, ...],
-           store: str, retention: int, token: str | None, metrics_public: bool,
+           store: str, query_store: str | None, retention: int, token: str | None,
+           metrics_public: bool,
+           allowed_hosts: tuple[str, ...], policy_max_entries: int,
            tls_cert: str | None, tls_key: str | None,
            state_dir: str, pin_dir: str, prefix: str, link_prefix: str) -> None:
     """Create the lab, attach the datapath, run the collector and serve the API until Ctrl-C."""
@@ -126,7 +137,9 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
         state_dir=state_dir, pin_dir=pin_dir, prefix=prefix, link_prefix=link_prefix,
         policy_audit=policy_audit, policy_audit_namespaces=frozenset(audit_namespaces),
         store=None if store.lower() == "none" else store, retention_days=retention,
+        query_store=query_store,
         token=token, metrics_public=metrics_public, tls_cert=tls_cert, tls_key=tls_key,
+        allowed_hosts=allowed_hosts, policy_max_entries=policy_max_entries,
     )
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from spyglass.api.credentials import is_loopback_url, read_local_token
 from spyglass.cli.client import (
     DEFAULT_SERVER,
     SERVER_ENV,
@@ -53,9 +54,16 @@ def client_options(timeout_s: float = 5.0) -> Callable[[F], F]:
 
 
 def make_client(kw: dict[str, Any]) -> ApiClient:
-    """An ApiClient from the shared options in a command's keyword arguments."""
-    return ApiClient(kw["server"], timeout=kw["timeout"], token=kw.get("token"),
-                     tls_ca=kw.get("tls_ca"))
+    """An ApiClient from the shared options in a command's keyword arguments.
+
+    Without --token, a client of a loopback server sends the local credential that
+    `spyglass up` wrote (api/credentials.py), so that changes work without typing a
+    token; it never goes to another host.
+    """
+    token = kw.get("token") or None
+    if token is None and is_loopback_url(kw["server"]):
+        token = read_local_token()
+    return ApiClient(kw["server"], timeout=kw["timeout"], token=token, tls_ca=kw.get("tls_ca"))
 
 
 def parse_time_option(value: str | None, name: str) -> str | None:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from spyglass.api.app import _lost_by_source, _overtaken, create_app, first_events
+from spyglass.api.guard import NEEDS_CREDENTIAL
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.source import RateMeter
 from spyglass.collector.enums import LostEventSource, Protocol, Verdict
@@ -206,8 +207,9 @@ def test_bad_requests_get_the_error_envelope(api: tuple[FakeSource, httpx.Client
 @pytest.mark.parametrize(("method", "path", "status", "message"), [
     pytest.param("GET", "/api/v1/nope", 404, "not found: /api/v1/nope; the API lives under "
                  "/api/v1 (see /docs for the endpoints)", id="unknown-path"),
-    pytest.param("POST", "/api/v1/status", 405, "method POST is not allowed on /api/v1/status",
-                 id="wrong-method"),
+    pytest.param("OPTIONS", "/api/v1/status", 405, "method OPTIONS is not allowed on "
+                 "/api/v1/status", id="wrong-method"),
+    pytest.param("POST", "/api/v1/status", 401, NEEDS_CREDENTIAL, id="post-without-credential"),
 ])
 def test_http_errors_use_the_envelope(api: tuple[FakeSource, httpx.Client], method: str,
                                       path: str, status: int, message: str) -> None:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from spyglass.api.credentials import TOKEN_FILE_ENV
 from spyglass.api.hubble_json import parse_lines
 from spyglass.cli.main import main
 from spyglass.collector.enums import DropReason, Protocol, Verdict
@@ -28,11 +29,14 @@ from spyglass.collector.flow import Endpoint, Flow, PolicyRef, event_to_response
 
 pytest.importorskip("chdb")
 
+LOCAL_TOKEN = "local-credential-of-the-test-api"
+CREDENTIAL = {"Authorization": f"Bearer {LOCAL_TOKEN}"}
 NOW = time.time_ns()
 T0 = NOW - 600 * 1_000_000_000
 CHILD = r"""
 import sys
 from spyglass.api.app import create_app
+from spyglass.api.auth import AuthConfig
 from spyglass.api.serve import serve_in_thread
 from spyglass.collector.ring import FlowRing
 from spyglass.storage.store import FlowStore
@@ -46,7 +50,8 @@ class Source:
         return ["lab-only"]
 
 store = FlowStore.open(sys.argv[1])
-with serve_in_thread(create_app(Source(store, sys.argv[1]))) as (_, url):
+app = create_app(Source(store, sys.argv[1]), auth=AuthConfig(local_token=sys.argv[2]))
+with serve_in_thread(app) as (_, url):
     print(url, flush=True)
     sys.stdin.read()
 store.close()
@@ -83,19 +88,25 @@ def hubble_lines(flows: list[Flow]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The child's URL; the CLI in this module finds its credential in SPYGLASS_TOKEN_FILE."""
     path = tmp_path_factory.mktemp("store") / "flows"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}"],
+    token_file = tmp_path_factory.mktemp("cred") / "token"
+    token_file.write_text(LOCAL_TOKEN + "\n")
+    env = pytest.MonkeyPatch()
+    env.setenv(TOKEN_FILE_ENV, str(token_file))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}", LOCAL_TOKEN],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
         assert url.startswith("http://"), "the API child did not start"
-        resp = httpx.post(f"{url}/api/v1/flows/import",
+        resp = httpx.post(f"{url}/api/v1/flows/import", headers=CREDENTIAL,
                           content="\n".join(hubble_lines(FLOWS)).encode(), timeout=60)
         assert resp.status_code == 200, resp.text
         assert resp.json() == {"imported": 60, "skipped": 1, "approximated": 0, "lines": 61}
         yield url
     finally:
+        env.undo()
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -191,7 +202,7 @@ def test_sql_select_works(api: str) -> None:
 
 def test_import_refuses_bad_lines_with_their_numbers(api: str) -> None:
     body = "\n".join([json.dumps(event_to_response(FLOWS[0], "n")), "{not json", "[1]"])
-    resp = httpx.post(api + "/api/v1/flows/import", content=body.encode(),
+    resp = httpx.post(api + "/api/v1/flows/import", content=body.encode(), headers=CREDENTIAL,
                       params={"first_line": "10"})
     assert resp.status_code == 400
     error = resp.json()["error"]

@@ -78,8 +78,10 @@ class Up:
     ready_after_s: float = 0.0
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the CLI as a user on this host would: it finds this run's local credential."""
+        env = {**os.environ, "SPYGLASS_TOKEN_FILE": os.path.join(self.state_dir, "token")}
         return subprocess.run([SPYGLASS, *args], capture_output=True, text=True, timeout=timeout,
-                              check=False)
+                              check=False, env=env)
 
     def lab(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("lab", args[0], "--state-dir", self.state_dir, *args[1:])
@@ -124,6 +126,8 @@ def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
         left.append("state file")
     if os.path.exists(os.path.join(up.state_dir, "lab")):
         left.append("pod logs")
+    if os.path.exists(os.path.join(up.state_dir, "token")):
+        left.append("the local credential")
     return left
 
 
