@@ -214,33 +214,38 @@ def timeseries(request: Request, since: Since = None, until: Until = None,
     return _table(df, lo, hi)
 
 
-def _run_sql(request: Request, req: SqlRequest) -> dict[str, Any]:
+async def _run_sql(request: Request, req: SqlRequest) -> dict[str, Any]:
+    """The gate is checked on the event loop: a refusal costs no thread and no store call."""
     store = _store(request)
     gate: Gate = request.app.state.sql_gate
     with gate.enter():
-        try:
-            df = store.sql(req.sql, limit=req.limit, timeout_s=req.timeout_s)
-        except RuntimeError as exc:  # StoreError: "query refused: …" or "query failed: …"
-            text = str(exc)
-            raise ApiError(400, text if text.startswith("query ") else
-                           f"query failed: {public_error(text)}") from None
+        return await run_in_threadpool(_sql_table, store, req)
+
+
+def _sql_table(store: HistoryStore, req: SqlRequest) -> dict[str, Any]:
+    try:
+        df = store.sql(req.sql, limit=req.limit, timeout_s=req.timeout_s)
+    except RuntimeError as exc:  # StoreError: "query refused: …" or "query failed: …"
+        text = str(exc)
+        raise ApiError(400, text if text.startswith("query ") else
+                       f"query failed: {public_error(text)}") from None
     return _table(df, None, None)
 
 
 @router.get("/query/sql", response_model=TableResponse, responses=_ERRORS)
-def sql_get(request: Request,
-            sql: Annotated[str, Query(min_length=1, max_length=20000,
-                                      description="one SELECT on the flows tables")],
-            limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
-            timeout_s: Annotated[float, Query(gt=0, le=300)] = 10.0) -> dict[str, Any]:
+async def sql_get(request: Request,
+                  sql: Annotated[str, Query(min_length=1, max_length=20000,
+                                            description="one SELECT on the flows tables")],
+                  limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
+                  timeout_s: Annotated[float, Query(gt=0, le=300)] = 10.0) -> dict[str, Any]:
     """Read-only SQL for power users: a single SELECT on flows or lost_events, bounded."""
-    return _run_sql(request, SqlRequest(sql=sql, limit=limit, timeout_s=timeout_s))
+    return await _run_sql(request, SqlRequest(sql=sql, limit=limit, timeout_s=timeout_s))
 
 
 @router.post("/query/sql", response_model=TableResponse, responses=_ERRORS)
-def sql_post(request: Request, body: SqlRequest) -> dict[str, Any]:
+async def sql_post(request: Request, body: SqlRequest) -> dict[str, Any]:
     """The same as GET, with the SQL in a JSON body (no URL length limits)."""
-    return _run_sql(request, body)
+    return await _run_sql(request, body)
 
 
 @router.post("/flows/import", response_model=ImportResponse, responses={

@@ -41,6 +41,9 @@ class SpyglassServer(uvicorn.Server):
 #: Hubble-like keepalive: a ping every 15 s, and a client that does not answer in 20 s is gone.
 WS_PING_INTERVAL_S = 15.0
 WS_PING_TIMEOUT_S = 20.0
+#: Clients send nothing but pongs on a stream: a larger message is refused (uvicorn's default
+#: would buffer 16 MiB per client).
+WS_MAX_MESSAGE = 64 << 10
 
 
 class TlsError(ValueError):
@@ -76,7 +79,8 @@ def make_server(app: FastAPI, host: str = "127.0.0.1", port: int = 4245, *,
     check_tls(ssl_certfile, ssl_keyfile)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             ws="websockets-sansio", ws_ping_interval=WS_PING_INTERVAL_S,
-                            ws_ping_timeout=WS_PING_TIMEOUT_S, ssl_certfile=ssl_certfile,
+                            ws_ping_timeout=WS_PING_TIMEOUT_S, ws_max_size=WS_MAX_MESSAGE,
+                            ssl_certfile=ssl_certfile,
                             ssl_keyfile=ssl_keyfile)
     return SpyglassServer(config, app.state.streams, grace_s=grace_s)
 

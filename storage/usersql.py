@@ -65,7 +65,7 @@ class UserSql:
         wrapped = self.prepare(text, limit)
         settings = {"max_execution_time": float(timeout_s), "max_result_rows": int(limit),
                     "result_overflow_mode": "break", "max_memory_usage": MAX_QUERY_MEMORY,
-                    "readonly": 1}
+                    "max_threads": 1, "os_thread_priority": 19, "readonly": 1}
         return self._client.query_df(wrapped, settings=settings)
 
     def catalog(self) -> Catalog:

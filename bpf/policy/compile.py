@@ -40,8 +40,8 @@ from spyglass.bpf.policy.types import (
 
 _NS_PREFIX = f"k8s:{NAMESPACE_KEY}="
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-#: PolicyKey's fields as a tuple: building the dataclass only for entries that are kept
-#: makes a duplicate cost a tuple and a lookup.
+#: PolicyKey's fields as a plain tuple; it equals and hashes like the PolicyKey, so the
+#: NamedTuple is built only for the entries that are kept.
 _Key = tuple[int, Direction, int, int, int, int]
 #: The most datapath entries one policy change may make, unless the agent says otherwise.
 DEFAULT_MAX_ENTRIES = 250_000
@@ -250,8 +250,8 @@ def compile_policies(
                 f"these policies would make {total:,} datapath entries (before merging "
                 f"duplicates), over the limit of {max_entries:,}; split them, use fewer "
                 "peers x ports per rule, or raise the agent's --policy-max-entries")
-    allow: dict[_Key, int] = {}
-    deny: dict[_Key, int] = {}
+    allow: dict[PolicyKey, int] = {}
+    deny: dict[PolicyKey, int] = {}
     selecting: dict[tuple[int, Direction], list[RuleRef]] = {}
     for pol, direction, rule, locals_ in jobs:
         kind, ns, name = pol.ref
@@ -267,13 +267,11 @@ def compile_policies(
         for local in locals_:
             for key in comp.keys(rule, local, direction):
                 if key not in table:
-                    table[key] = cookie
+                    table[PolicyKey._make(key)] = cookie
     selected = {k: cookies.get(tuple(refs)) for k, refs in sorted(selecting.items())}
     audit = frozenset(comp.pods) if audit_all else frozenset(
         i for i in comp.pods if pod_namespace(comp.labels[i]) in audit_namespaces)
-    return CompiledPolicy(allow={PolicyKey(*k): c for k, c in allow.items()},
-                          deny={PolicyKey(*k): c for k, c in deny.items()},
-                          selected=selected, cookies=cookies.out,
+    return CompiledPolicy(allow=allow, deny=deny, selected=selected, cookies=cookies.out,
                           cidr_identities=cidrs, audit=audit)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 #: Identity numbers for CIDRs (Cilium's local identity scope starts at 1 << 24).
 CIDR_IDENTITY_BASE = 1 << 24
@@ -43,12 +44,15 @@ class Direction(enum.IntEnum):
     EGRESS = 2
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class PolicyKey:
+class PolicyKey(NamedTuple):
     """One LPM entry: `port_bits` leading bits of `port` are significant (0..16).
 
     proto == ANY_PROTO means any protocol and port (prefix 72), and then port and
     port_bits must be 0. remote_identity == ANY_IDENTITY means any remote.
+
+    A NamedTuple rather than a dataclass: it equals and hashes like the plain tuple of
+    its fields, so the compiler checks a generated tuple against the table and builds
+    the key only for entries it keeps (about 5x cheaper per duplicate).
     """
 
     local_identity: int

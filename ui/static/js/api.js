@@ -35,7 +35,7 @@ export function promptForToken(reason) {
   const dialog = document.getElementById("token-dialog");
   const input = document.getElementById("token-input");
   const why = document.getElementById("token-reason");
-  why.textContent = reason || "This Spyglass API needs a token (spyglass up --token).";
+  why.textContent = reason || "This Spyglass API needs a token: the one given to spyglass up --token, or the local one (sudo cat /run/spyglass/token).";
   input.value = "";
   pendingPrompt = new Promise((resolve) => {
     const done = (ev) => {
