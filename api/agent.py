@@ -357,6 +357,9 @@ def run_agent(opts: AgentOptions, console: Console) -> int:
     except (LabError, DatapathError, PolicyError, StoreError, ValueError) as exc:
         console.print(f"[red]error[/]: {exc}")
         return 1
+    except OSError as exc:  # e.g. the state dir for the local credential
+        console.print(f"[red]error[/]: {exc.filename or ''}: {exc.strerror or exc}")
+        return 1
     finally:
         if os.getpid() != owner:  # never tear down from a forked helper
             os._exit(1)

@@ -53,6 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "missing or wrong token"},
     403: {"model": ErrorResponse, "description": "a foreign Origin or a cross-site request"},
     421: {"model": ErrorResponse, "description": "a Host this server does not answer to"},
+    500: {"model": ErrorResponse, "description": "server fault (the agent's log has it)"},
 }
 _HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 503: {"model": ErrorResponse, "description": "no store, or the store is down"}}
@@ -172,7 +173,7 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     @app.websocket(f"{API}/flows/stream")
     async def stream(ws: WebSocket) -> None:
         """Backlog (`last`) or history (`since`), then live events; filters as GET /flows."""
-        await serve_stream(ws, source, hub, auth)
+        await serve_stream(ws, source, hub, auth, history_gate)
 
     @app.get("/metrics", tags=["status"], response_class=Response,
              responses={200: {"content": {CONTENT_TYPE: {}},

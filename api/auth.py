@@ -29,7 +29,6 @@ SUBPROTOCOL = "spyglass"
 SUBPROTOCOL_TOKEN_PREFIX = "spyglass.bearer."
 
 
-
 class ListenSecurityError(ValueError):
     """The API would be reachable from other hosts without a token."""
 
@@ -127,6 +126,9 @@ def ws_token(headers: dict[str, str], query: dict[str, str]) -> tuple[str | None
 
 UNAUTHORIZED = ("missing or wrong API token: send `Authorization: Bearer <token>` "
                 f"(the CLI's --token or {TOKEN_ENV})")
+NEEDS_CREDENTIAL = ("changes need a credential, even on loopback: the CLI sends the local one "
+                    "from /run/spyglass/token (root only) by itself; otherwise send "
+                    f"`Authorization: Bearer <token>` (--token or {TOKEN_ENV})")
 
 
 def require_credential(request: Request) -> None:
@@ -137,8 +139,6 @@ def require_credential(request: Request) -> None:
     """
     config: AuthConfig = request.app.state.auth
     if not config.may_change(bearer(request.headers.get("authorization"))):
-        from spyglass.api.guard import NEEDS_CREDENTIAL
-
         raise ApiError(401, NEEDS_CREDENTIAL)
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from spyglass.api.auth import UNAUTHORIZED, AuthConfig, bearer
+from spyglass.api.auth import NEEDS_CREDENTIAL, UNAUTHORIZED, AuthConfig, bearer
 from spyglass.api.errors import error_body
 from spyglass.collector.safeload import MAX_DEPTH, json_depth
 
@@ -65,9 +65,6 @@ FOREIGN_ORIGIN = ("cross-origin requests are refused: a page from another origin
                   "use this API; open the dashboard from this server itself")
 CROSS_SITE = ("requests made by pages of other sites are refused; open the dashboard from "
               "this server itself")
-NEEDS_CREDENTIAL = ("changes need a credential, even on loopback: the CLI sends the local one "
-                    "from /run/spyglass/token (root only) by itself; otherwise send "
-                    "`Authorization: Bearer <token>` (--token or SPYGLASS_TOKEN)")
 
 
 def _local_addresses() -> frozenset[str]:
@@ -200,7 +197,9 @@ class RequestGuard:
             return
         if kind == "http" and scope.get("method", "GET") not in SAFE_METHODS:
             limit = self.body_limits.get(scope.get("path", ""), self.max_body)
-            body, refusal = await _read_body(receive, headers, limit)
+            hint = (" (`spyglass import` uploads files in parts)"
+                    if scope.get("path") == "/api/v1/flows/import" else "")
+            body, refusal = await _read_body(receive, headers, limit, hint)
             if refusal is None and _is_json(headers.get("content-type", "")):
                 refusal = _json_refusal(body)
             if refusal is not None:
@@ -226,18 +225,14 @@ class RequestGuard:
         token = bearer(headers.get("authorization"))
         if self.auth.protects(path) and not self.auth.allows(token):
             return Refusal(401, UNAUTHORIZED)
-        method = scope.get("method", "GET")
-        if scope["type"] == "http" and method not in SAFE_METHODS and path not in READ_ONLY_POSTS:
-            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if ctype in SIMPLE_CONTENT_TYPES:
-                return Refusal(415, f"a {ctype} body never changes anything here; send YAML "
-                                    "as application/yaml or JSON as application/json")
-            if not self.auth.may_change(token):
-                return Refusal(401, NEEDS_CREDENTIAL)
-        elif scope["type"] == "http" and method not in SAFE_METHODS:
-            ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if ctype in SIMPLE_CONTENT_TYPES:
-                return Refusal(415, f"send the query as application/json, not {ctype}")
+        if scope.get("method", "GET") in SAFE_METHODS:
+            return None
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype in SIMPLE_CONTENT_TYPES:
+            return Refusal(415, f"a {ctype} body is refused here (any web page can send one); "
+                                "send YAML as application/yaml or JSON as application/json")
+        if path not in READ_ONLY_POSTS and not self.auth.may_change(token):
+            return Refusal(401, NEEDS_CREDENTIAL)
         return None
 
 
@@ -263,10 +258,10 @@ def _json_refusal(body: bytes) -> Refusal | None:
     return None
 
 
-async def _read_body(receive: Receive, headers: dict[str, str], limit: int
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int, hint: str = ""
                      ) -> tuple[bytes, Refusal | None]:
-    too_big = Refusal(413, f"the body is larger than {limit} bytes, the limit here; send less "
-                           "(`spyglass import` uploads files in parts)")
+    too_big = Refusal(413, f"the body is larger than {limit} bytes, the limit here; send "
+                           f"less{hint}")
     declared = headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():

@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from spyglass.api.auth import SUBPROTOCOL, UNAUTHORIZED, AuthConfig, ws_token
 from spyglass.api.errors import ApiError, error_body, internal_error
+from spyglass.api.gate import HISTORY_SLOTS, Gate
 from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
 from spyglass.api.params import FlowQuery, parse_flow_query
 from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_store
@@ -47,7 +48,7 @@ log = logging.getLogger("spyglass.api")
 
 POLL_INTERVAL_S = 0.05
 BATCH = 512
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR = 1000, 1008, 1011
+CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_AGAIN = 1000, 1008, 1011, 1013
 #: A live stream sends no backlog unless asked (Hubble's `observe -f` without --last).
 STREAM_DEFAULT_LAST = 0
 #: Events one client may have waiting to be sent; past it they become CLIENT_QUEUE losses.
@@ -204,7 +205,7 @@ class RingSkip:
 
 
 async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub,
-                       auth: AuthConfig | None = None) -> None:
+                       auth: AuthConfig | None = None, history_gate: Gate | None = None) -> None:
     """Run one client's stream: optional history or backlog, then live events."""
     config = auth or AuthConfig()
     token, via_protocol = ws_token({k.lower(): v for k, v in ws.headers.items()},
@@ -214,7 +215,7 @@ async def serve_stream(ws: WebSocket, source: FlowSource, hub: StreamHub,
         if config.protects(ws.url.path) and not config.allows(token):
             await _refuse(ws, 401, UNAUTHORIZED, CLOSE_POLICY)
             return
-        await _stream(ws, source, hub)
+        await _stream(ws, source, hub, history_gate or Gate(HISTORY_SLOTS, "history requests"))
     except WebSocketDisconnect:
         pass
     except Exception:  # a server fault: say so with 1011, never a silent drop
@@ -245,7 +246,7 @@ def _parse(ws: WebSocket, source: FlowSource) -> FlowQuery:
     return query
 
 
-async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> None:
+async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub, gate: Gate) -> None:
     ring = source.ring
     try:
         query = _parse(ws, source)
@@ -266,9 +267,10 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub) -> None:
             await _refuse(ws, 503, NO_STORE, CLOSE_ERROR)
             return
         try:
-            seq, skip = await _history_then_ring(store, ring, query, send)
+            seq, skip = await _history_then_ring(store, ring, query, send, gate)
         except ApiError as exc:
-            await _refuse(ws, exc.status, exc.message, CLOSE_ERROR)
+            await _refuse(ws, exc.status, exc.message,
+                          CLOSE_TRY_AGAIN if exc.status == 429 else CLOSE_ERROR)
             return
     else:
         seq, skip = await _backlog(ring, query, predicate, send)
@@ -293,7 +295,8 @@ async def _backlog(ring: RingReader, query: FlowQuery,
 
 
 async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQuery,
-                             send: Callable[[Event], Awaitable[None]]) -> tuple[int, RingSkip]:
+                             send: Callable[[Event], Awaitable[None]], gate: Gate
+                             ) -> tuple[int, RingSkip]:
     """Send the store's flows from `since`, then hand over to the ring without gap or repeat.
 
     The store lags the ring by the writer's flush interval, so the ring is read
@@ -315,9 +318,12 @@ async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQ
     after = None
     while True:
         try:
-            page, after = await run_in_threadpool(
-                store.query_flows, query.filters, since_ns=since, until_ns=None,
-                limit=HISTORY_PAGE, order="asc", after=after)
+            with gate.enter():  # a slot per page, not while the client reads it
+                page, after = await run_in_threadpool(
+                    store.query_flows, query.filters, since_ns=since, until_ns=None,
+                    limit=HISTORY_PAGE, order="asc", after=after)
+        except ApiError:
+            raise
         except Exception as exc:
             raise store_error(exc) from exc
         for flow in page:

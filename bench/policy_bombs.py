@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from spyglass.bpf.identity import IdentityAllocator, pod_labels
 from spyglass.bpf.policy import compile as comp
-from spyglass.bpf.policy.model import Policy
+from spyglass.bpf.policy.model import Policy, Rule
 from spyglass.bpf.policy.parse import parse_policy_yaml
 from spyglass.bpf.policy.types import Direction
 
@@ -109,38 +109,36 @@ class OldKey:
     port_bits: int = 0
 
 
-def previous_loop(policies: Sequence[Policy], ids: Mapping[int, Sequence[str]]) -> int:
-    """The compiler's key loop before issue 9 (cookies aside): no rule dedupe, a dataclass
-    per generated key, `setdefault` for the first-wins rule."""
+def rules(policies: Sequence[Policy], ids: Mapping[int, Sequence[str]]
+          ) -> Iterator[tuple[comp._Compiler, Rule, list[int], Direction]]:
+    """Every rule of every spec and direction, identical or not, with its local identities."""
     ordered = sorted(policies, key=lambda p: p.ref)
     c = comp._Compiler(ids, comp._cidr_identities(ordered, None), {})
-    allow: dict[OldKey, int] = {}
-    deny: dict[OldKey, int] = {}
     for pol in ordered:
         for spec in pol.specs:
             locals_ = [i for i in c.pods if spec.subject.matches(c.labels[i])]
-            for direction, rules in ((Direction.INGRESS, (*spec.ingress, *spec.ingress_deny)),
+            for direction, group in ((Direction.INGRESS, (*spec.ingress, *spec.ingress_deny)),
                                      (Direction.EGRESS, (*spec.egress, *spec.egress_deny))):
-                for rule in rules:
-                    table = deny if rule.deny else allow
-                    for local in locals_:
-                        for key in c.keys(rule, local, direction):
-                            table.setdefault(OldKey(*key), rule.index)
+                for rule in group:
+                    yield c, rule, locals_, direction
+
+
+def previous_loop(policies: Sequence[Policy], ids: Mapping[int, Sequence[str]]) -> int:
+    """The compiler's key loop before issue 9 (cookies aside): no rule dedupe, a dataclass
+    per generated key, `setdefault` for the first-wins rule."""
+    allow: dict[OldKey, int] = {}
+    deny: dict[OldKey, int] = {}
+    for c, rule, locals_, direction in rules(policies, ids):
+        table = deny if rule.deny else allow
+        for local in locals_:
+            for key in c.keys(rule, local, direction):
+                table.setdefault(OldKey(*key), rule.index)
     return len(allow) + len(deny)
 
 
 def generated(policies: Sequence[Policy], ids: Mapping[int, Sequence[str]]) -> int:
-    ordered = sorted(policies, key=lambda p: p.ref)
-    c = comp._Compiler(ids, comp._cidr_identities(ordered, None), {})
-    n = 0
-    for pol in ordered:
-        for spec in pol.specs:
-            locals_ = [i for i in c.pods if spec.subject.matches(c.labels[i])]
-            for direction, rules in ((Direction.INGRESS, (*spec.ingress, *spec.ingress_deny)),
-                                     (Direction.EGRESS, (*spec.egress, *spec.egress_deny))):
-                for rule in rules:
-                    n += sum(1 for local in locals_ for _ in c.keys(rule, local, direction))
-    return n
+    return sum(1 for c, rule, locals_, direction in rules(policies, ids)
+               for local in locals_ for _ in c.keys(rule, local, direction))
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:

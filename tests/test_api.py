@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from spyglass.api.app import _lost_by_source, _overtaken, create_app, first_events
-from spyglass.api.guard import NEEDS_CREDENTIAL
+from spyglass.api.auth import NEEDS_CREDENTIAL
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.source import RateMeter
 from spyglass.collector.enums import LostEventSource, Protocol, Verdict

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from storage_support import T0
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from spyglass.api.app import create_app
@@ -548,3 +548,23 @@ def test_fifty_hostile_queries_leave_status_answering(open_api: Served) -> None:
     assert 429 in results  # turned away at once, not queued behind the store
     assert all(r == "2" for r, s in zip(retry_after, results, strict=True) if s == 429)
     assert peak[0] <= SQL_SLOTS
+
+
+def test_history_on_the_stream_is_gated_like_the_rest(open_api: Served) -> None:
+    """With the history gate full, a stream asking for history is told to retry (1013)."""
+    gate = open_api.app.state.history_gate
+    held = [gate.enter() for _ in range(gate.slots)]
+    for slot in held:
+        slot.__enter__()
+    try:
+        url = open_api.url.replace("http://", "ws://") + "/api/v1/flows/stream?since=3h"
+        with connect(url, open_timeout=10) as ws:
+            envelope = json.loads(ws.recv(timeout=10))
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+        assert envelope["status"] == 429 and ws.close_code == 1013
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    with connect(url, open_timeout=10) as ws:
+        assert json.loads(ws.recv(timeout=10))["flow"]
