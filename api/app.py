@@ -44,8 +44,8 @@ from spyglass.api.source import (
     source_writer_stats,
 )
 from spyglass.api.stream import StreamHub, serve_stream
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, LostEvent, event_to_response
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, LostEvent, event_to_response
 
 API = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from spyglass.api.auth import NEEDS_CREDENTIAL, UNAUTHORIZED, AuthConfig, bearer
 from spyglass.api.errors import error_body
-from spyglass.collector.safeload import MAX_DEPTH, json_depth
+from spyglass.model.safeload import MAX_DEPTH, json_depth
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from spyglass.api.errors import ApiError
 from spyglass.api.source import Cursor, HistoryStore, RingReader
 from spyglass.collector.filters import FilterSet
-from spyglass.collector.flow import Event, Flow
+from spyglass.model.flow import Event, Flow
 from spyglass.storage.redact import public_error
 
 #: How far out of time order the ring may be (per-CPU perf rings merge in batches).

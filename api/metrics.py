@@ -18,13 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     POLICY_MATCH_TEXT,
     EventType,
     ObservationPoint,
     Verdict,
 )
-from spyglass.collector.flow import Event, Flow
+from spyglass.model.flow import Event, Flow
 
 PREFIX = "spyglass"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 from spyglass.api.errors import ApiError
 from spyglass.api.source import Cursor
-from spyglass.api.timespec import TimeSpecError, parse_range
 from spyglass.collector.filters import FilterSet, build_from_query
-from spyglass.collector.flow import Event, Flow
-from spyglass.collector.safeload import loads_json
+from spyglass.model.flow import Event, Flow
+from spyglass.model.safeload import loads_json
+from spyglass.model.timespec import TimeSpecError, parse_range
 
 SELECTORS = ("last", "first", "since", "until", "after")
 #: Parameters that are neither filters nor selectors (the WebSocket's token, see auth.py).

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Body, Query
 from starlette.concurrency import run_in_threadpool
 
+from spyglass.agent.policies import PolicyError, PolicyManager, PolicyNotFound, PolicyTooLarge
 from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
-from spyglass.api.policies import PolicyError, PolicyManager, PolicyNotFound, PolicyTooLarge
-from spyglass.bpf.policy.explain import parse_proto
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
+from spyglass.policy.explain import parse_proto
 
 
 def policy_router(manager: PolicyManager,

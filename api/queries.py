@@ -23,7 +23,6 @@ from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
 from spyglass.api.gate import Gate
 from spyglass.api.history import NO_STORE, store_error
-from spyglass.api.hubble_json import parse_lines
 from spyglass.api.models import (
     ErrorResponse,
     ImportResponse,
@@ -33,10 +32,11 @@ from spyglass.api.models import (
     TableResponse,
 )
 from spyglass.api.source import HistoryStore, source_live_namespaces, source_store
-from spyglass.api.tables import frame_to_table
-from spyglass.api.timespec import TimeSpecError, parse_duration_ns, parse_range
 from spyglass.collector.filters import build_from_query
-from spyglass.collector.flow import format_time_ns
+from spyglass.model.flow import format_time_ns
+from spyglass.model.hubble_json import parse_lines
+from spyglass.model.tables import frame_to_table
+from spyglass.model.timespec import TimeSpecError, parse_duration_ns, parse_range
 from spyglass.storage.redact import public_error
 
 router = APIRouter(tags=["history"])

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from spyglass.collector.filters import FilterSet
-from spyglass.collector.flow import Event, Flow
+from spyglass.model.flow import Event, Flow
 
 #: A position in time-ordered history: (time_ns, uuid) of the last flow returned.
 Cursor = tuple[int, str]

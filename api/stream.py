@@ -40,9 +40,9 @@ from spyglass.api.gate import HISTORY_SLOTS, Gate
 from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
 from spyglass.api.params import FlowQuery, parse_flow_query
 from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_store
-from spyglass.collector.enums import LostEventSource
 from spyglass.collector.filters import FilterError
-from spyglass.collector.flow import Event, Flow, LostEvent, event_to_response
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, Flow, LostEvent, event_to_response
 
 log = logging.getLogger("spyglass.api")
 

@@ -34,8 +34,8 @@ from spyglass.api.auth import AuthConfig  # noqa: E402
 from spyglass.api.gate import Gate  # noqa: E402
 from spyglass.api.serve import serve_in_thread  # noqa: E402
 from spyglass.collector.filters import FilterSet  # noqa: E402
-from spyglass.collector.flow import Endpoint, Flow  # noqa: E402
 from spyglass.collector.ring import FlowRing  # noqa: E402
+from spyglass.model.flow import Endpoint, Flow  # noqa: E402
 from spyglass.storage import FlowStore, flows_to_arrow  # noqa: E402
 
 #: CPU-bound and small in memory (a wide ARRAY JOIN hits the 2 GiB cap in milliseconds).

@@ -33,9 +33,9 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import ClockOffset, Decoder
 from spyglass.collector.enrich import Enricher
-from spyglass.collector.flow import Flow
-from spyglass.collector.getters import EndpointInfo
 from spyglass.collector.perf import parse_records, sample_record
+from spyglass.model.flow import Flow
+from spyglass.model.getters import EndpointInfo
 
 PODS = 64
 

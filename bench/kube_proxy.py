@@ -478,14 +478,14 @@ class SpyglassMode:
             from spyglass.bpf import services  # noqa: F401
             from spyglass.bpf.datapath import Datapath
         except ImportError as exc:
-            return f"spyglass.bpf.services is not importable ({exc}): the LB has not landed"
+            return f"spyglass.model.services is not importable ({exc}): the LB has not landed"
         if not hasattr(Datapath, "load_services"):
             return "Datapath.load_services does not exist yet: the LB has not landed"
         return None
 
     @staticmethod
     def entry(svc: Service) -> Any:
-        from spyglass.bpf.services import ServiceEntry
+        from spyglass.model.services import ServiceEntry
 
         return ServiceEntry(service_id=svc.index + 1, vip=svc.vip, port=svc.port, proto=6,
                             backends=svc.endpoints, name=svc.name, namespace=svc.namespace)

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from spyglass.bpf.identity import IdentityAllocator, pod_labels
-from spyglass.bpf.policy import compile as comp
-from spyglass.bpf.policy.model import Policy, Rule
-from spyglass.bpf.policy.parse import parse_policy_yaml
-from spyglass.bpf.policy.types import Direction
+from spyglass.model.identity import IdentityAllocator, pod_labels
+from spyglass.model.policy import Direction
+from spyglass.policy import compile as comp
+from spyglass.policy.model import Policy, Rule
+from spyglass.policy.parse import parse_policy_yaml
 
 NP = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
 CNP = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"

@@ -46,8 +46,8 @@ from spyglass.bpf.maps import (
     plan_policy_update,
     policy_entries,
 )
-from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE, CompiledPolicy
-from spyglass.bpf.services import ServiceEntry
+from spyglass.model.policy import CIDR_IDENTITY_BASE, CompiledPolicy
+from spyglass.model.services import ServiceEntry
 
 __all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "PolicyLoadStats",
            "ServiceLoadStats", "cleanup", "DEFAULT_PIN_DIR"]

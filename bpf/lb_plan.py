@@ -27,7 +27,7 @@ from itertools import repeat
 import numpy as np
 
 from spyglass.bpf.maps import SVCF_AFFINITY
-from spyglass.bpf.services import ServiceEntry
+from spyglass.model.services import ServiceEntry
 
 __all__ = ["BatchOp", "ServicePlan", "ServiceTable", "backend_key", "backend_value",
            "service_key", "service_value", "LB_MAPS"]

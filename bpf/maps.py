@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from spyglass.bpf.policy.types import (
+from spyglass.model.policy import (
     ANY_PROTO,
     CIDR_IDENTITY_BASE,
     PREFIX_ANY_PROTO,

@@ -117,7 +117,7 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
            tls_cert: str | None, tls_key: str | None,
            state_dir: str, pin_dir: str, prefix: str, link_prefix: str) -> None:
     """Create the lab, attach the datapath, run the collector and serve the API until Ctrl-C."""
-    from spyglass.api.agent import AgentOptions, ListenError, run_agent
+    from spyglass.agent.agent import AgentOptions, ListenError, run_agent
 
     if demo == bool(manifest):
         raise click.UsageError("give exactly one of --demo or --manifest FILE")
@@ -156,7 +156,7 @@ def up_cmd(demo: bool, manifest: str | None, listen: str, monitor_aggregation: s
 @click.option("--link-prefix", default="lxc", hidden=True)
 def down_cmd(state_dir: str, pin_dir: str, link_prefix: str) -> None:
     """Remove everything a `spyglass up` left behind (after a crash, or from another shell)."""
-    from spyglass.api.agent import teardown_leftovers
+    from spyglass.agent.agent import teardown_leftovers
 
     removed = teardown_leftovers(state_dir, pin_dir, link_prefix)
     console = Console(highlight=False)

@@ -70,7 +70,7 @@ def parse_time_option(value: str | None, name: str) -> str | None:
     """Check --since/--until locally (same parser as the API) so typos fail at once."""
     if value is None:
         return None
-    from spyglass.api.timespec import TimeSpecError, parse_timespec
+    from spyglass.model.timespec import TimeSpecError, parse_timespec
 
     try:
         parse_timespec(value, what=name)

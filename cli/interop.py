@@ -15,11 +15,11 @@ from typing import IO, Any
 
 import click
 
-from spyglass.api.hubble_json import chunks, export_line, parse_lines
 from spyglass.cli.client import CliError
 from spyglass.cli.common import client_params, make_client, parse_time_option
 from spyglass.cli.observe import FILTER_ITEMS, OrderedFilterCommand, filter_options, history
 from spyglass.collector.filters import FilterError, build_from_flags
+from spyglass.model.hubble_json import chunks, export_line, parse_lines
 
 #: Lines per upload request: well under the API's body limit even for fat flows.
 UPLOAD_LINES = 5000

@@ -26,7 +26,7 @@ from spyglass.collector.filters import (
     FilterSet,
     build_from_flags,
 )
-from spyglass.collector.flow import event_from_response
+from spyglass.model.flow import event_from_response
 
 FILTER_ITEMS = "spyglass.filter_items"
 _DEST_PREFIX = "filter_"

@@ -17,7 +17,7 @@ from typing import Literal
 from rich.console import Console
 from rich.text import Text
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     POLICY_MATCH_TEXT,
     TRACE_SUBTYPE_TO_POINT,
     EventType,
@@ -26,7 +26,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import (
+from spyglass.model.flow import (
     Endpoint,
     Event,
     Flow,

@@ -19,11 +19,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from spyglass.api.tables import table_to_frame
 from spyglass.cli.client import CliError
 from spyglass.cli.common import client_options, make_client, parse_time_option
 from spyglass.cli.observe import FILTER_ITEMS, OrderedFilterCommand, filter_options
 from spyglass.collector.filters import FilterError, build_from_flags
+from spyglass.model.tables import table_to_frame
 
 OUTPUTS = ("table", "json", "csv")
 

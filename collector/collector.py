@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 from spyglass.collector.decoder import DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, Flow, LostEvent
 from spyglass.collector.lost import LostTracker
 from spyglass.collector.perf import ReadBatch
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, Flow, LostEvent
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from spyglass.collector.abi import (
     F_XLATED_REPLY,
 )
 from spyglass.collector.decoder import DecodedBatch, ip4_column
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     RESERVED_IDENTITY_LABELS,
     TRACE_SUBTYPE_TO_POINT,
     DropReason,
@@ -43,8 +43,8 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow, PolicyRef, Service
-from spyglass.collector.getters import (
+from spyglass.model.flow import Endpoint, Flow, PolicyRef, Service
+from spyglass.model.getters import (
     EndpointGetter,
     IdentityGetter,
     InterfaceGetter,

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import LostEvent
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import LostEvent
 
 _PERF = LostEventSource.PERF_EVENT_RING_BUFFER
 

@@ -14,8 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, LostEvent
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, LostEvent
 
 DEFAULT_CAPACITY = 65535
 MAX_CAPACITY = (1 << 24) - 1

@@ -19,10 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from spyglass.bpf.identity import IdentityAllocator, pod_labels
-from spyglass.bpf.services import DEFAULT_SERVICE_CIDR, ServiceEntry
-from spyglass.collector.flow import Service as FlowService
-from spyglass.collector.getters import EndpointInfo
 from spyglass.lab import ipam, procs
 from spyglass.lab import netns as nl
 from spyglass.lab.errors import LabError
@@ -41,6 +37,10 @@ from spyglass.lab.state import (
     teardown,
     teardown_pod,
 )
+from spyglass.model.flow import Service as FlowService
+from spyglass.model.getters import EndpointInfo
+from spyglass.model.identity import IdentityAllocator, pod_labels
+from spyglass.model.services import DEFAULT_SERVICE_CIDR, ServiceEntry
 
 _PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,15}$")
 #: How long a just-started container must survive before `up()` calls the pod started.

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.collector.flow import Workload
-from spyglass.collector.getters import EndpointInfo
+from spyglass.model.flow import Workload
+from spyglass.model.getters import EndpointInfo
 
 
 @dataclass(frozen=True)

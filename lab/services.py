@@ -22,7 +22,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.bpf.services import (
+from spyglass.lab.errors import ManifestError
+from spyglass.lab.manifest import Manifest, Pod, RawObject
+from spyglass.model import k8s_names
+from spyglass.model.flow import Service as FlowService
+from spyglass.model.services import (
     DEFAULT_AFFINITY_TIMEOUT_S,
     DEFAULT_SERVICE_CIDR,
     PROTOCOLS,
@@ -30,10 +34,6 @@ from spyglass.bpf.services import (
     ServiceEntry,
     ServiceIds,
 )
-from spyglass.collector.flow import Service as FlowService
-from spyglass.lab import k8s_names
-from spyglass.lab.errors import ManifestError
-from spyglass.lab.manifest import Manifest, Pod, RawObject
 
 __all__ = ["LabServices", "Service", "ServicePort", "parse_service", "resolve_target_port"]
 

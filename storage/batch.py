@@ -29,7 +29,7 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import DecodedBatch
 from spyglass.collector.enrich import _ICMP, _MAX_ROWS, _REPLY_BITS, Enricher, ip_index
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     TRACE_SUBTYPE_TO_POINT,
     DropReason,
     EventType,
@@ -38,7 +38,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow, Service
+from spyglass.model.flow import Endpoint, Flow, Service
 from spyglass.storage.rows import _POLICY_KEYS, V4_PREFIX, ip_bytes
 from spyglass.storage.schema import FLOW_SCHEMA, as_int8
 

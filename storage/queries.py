@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE
-from spyglass.collector.enums import IDENTITY_HOST, IDENTITY_WORLD, Verdict
 from spyglass.collector.filters.sql import Params, Sql, all_of
+from spyglass.model.enums import IDENTITY_HOST, IDENTITY_WORLD, Verdict
+from spyglass.model.policy import CIDR_IDENTITY_BASE
 
 PROTOCOL_NAME = ("transform(protocol, [1, 6, 17, 58, 132], "
                  "['ICMPv4', 'TCP', 'UDP', 'ICMPv6', 'SCTP'], toString(protocol))")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     LostEventSource,
@@ -29,7 +29,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow, LostEvent, PolicyRef, Service, Workload
+from spyglass.model.flow import Endpoint, Flow, LostEvent, PolicyRef, Service, Workload
 from spyglass.storage.schema import FLOW_SCHEMA, LOST_SCHEMA, as_int8
 
 V4_PREFIX = b"\x00" * 10 + b"\xff\xff"

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     LostEventSource,

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from spyglass.collector.filters.filterset import FilterSet
 from spyglass.collector.filters.sql import Params, all_of
-from spyglass.collector.flow import Flow, LostEvent
+from spyglass.model.flow import Flow, LostEvent
 from spyglass.storage import queries
 from spyglass.storage.redact import public_error, redact_dsn
 from spyglass.storage.rows import lost_to_arrow, table_to_flows, table_to_lost

@@ -21,8 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import LostEvent
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import LostEvent
 from spyglass.storage.schema import FLOW_SCHEMA
 from spyglass.storage.store import FlowStore
 

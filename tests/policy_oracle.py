@@ -2,7 +2,7 @@
 
 It is a second, deliberately plain reading of the semantics, written from the Kubernetes
 NetworkPolicy reference and Cilium's policy docs (policy language, deny policies, entities),
-and it shares no code with `spyglass.bpf.policy`: policies stay plain dicts (parsed YAML),
+and it shares no code with `spyglass.policy`: policies stay plain dicts (parsed YAML),
 selectors are matched here, and a probe is answered by walking the rules directly, with no
 identities, no tables and no prefixes. Where the two disagree, one of them is wrong.
 

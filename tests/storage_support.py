@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import strategies as st
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     ObservationPoint,
@@ -25,7 +25,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow, PolicyRef, Service, Workload
+from spyglass.model.flow import Endpoint, Flow, PolicyRef, Service, Workload
 from spyglass.storage import FlowStore
 
 #: A minute boundary an hour ago: inside the retention, and stable within a run.

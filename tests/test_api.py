@@ -13,16 +13,16 @@ from spyglass.api.app import _lost_by_source, _overtaken, create_app, first_even
 from spyglass.api.auth import NEEDS_CREDENTIAL
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.source import RateMeter
-from spyglass.collector.enums import LostEventSource, Protocol, Verdict
 from spyglass.collector.filters import FilterError, build_from_query
-from spyglass.collector.flow import (
+from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource, Protocol, Verdict
+from spyglass.model.flow import (
     Endpoint,
     Event,
     Flow,
     LostEvent,
     event_to_response,
 )
-from spyglass.collector.ring import FlowRing
 
 T0 = 1_764_165_988_576_000_000
 NODE = "node-a"

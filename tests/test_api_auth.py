@@ -20,7 +20,8 @@ from spyglass.api.auth import AuthConfig, ListenSecurityError, check_listen_secu
 from spyglass.api.metrics import FlowMetrics
 from spyglass.api.serve import TlsError, check_tls, serve_in_thread
 from spyglass.cli.main import main
-from spyglass.collector.enums import (
+from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import (
     DropReason,
     EventType,
     ObservationPoint,
@@ -29,8 +30,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Flow
-from spyglass.collector.ring import FlowRing
+from spyglass.model.flow import Flow
 
 TOKEN = "s3cret-token-0123456789"
 T0 = 1_764_165_988_576_000_000

@@ -29,10 +29,10 @@ from spyglass.api.history import history_page
 from spyglass.api.params import decode_cursor, encode_cursor
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.stream import ClientQueue, StreamHub
-from spyglass.collector.enums import LostEventSource, Protocol, Verdict
 from spyglass.collector.filters import FilterSet, build_from_query
-from spyglass.collector.flow import Endpoint, Flow
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource, Protocol, Verdict
+from spyglass.model.flow import Endpoint, Flow
 
 NODE = "node-h"
 WAIT_S = 10.0

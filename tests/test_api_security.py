@@ -22,19 +22,19 @@ from storage_support import T0
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from spyglass.agent.policies import PodView, PolicyManager
 from spyglass.api.app import create_app
 from spyglass.api.auth import AuthConfig
 from spyglass.api.gate import SQL_SLOTS
 from spyglass.api.guard import HostPolicy
 from spyglass.api.lab_routes import lab_router
-from spyglass.api.policies import PodView, PolicyManager
 from spyglass.api.policy_routes import policy_router
 from spyglass.api.serve import serve_in_thread
-from spyglass.bpf.policy.types import CompiledPolicy
-from spyglass.collector.flow import Endpoint, Flow
 from spyglass.collector.ring import FlowRing
-from spyglass.collector.safeload import MAX_DEPTH
 from spyglass.lab.manifest import parse_manifest
+from spyglass.model.flow import Endpoint, Flow
+from spyglass.model.policy import CompiledPolicy
+from spyglass.model.safeload import MAX_DEPTH
 from spyglass.storage import FlowStore, flows_to_arrow
 
 LOCAL = "local-credential-0123456789abcdef"

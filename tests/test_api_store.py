@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 
 from spyglass.api.credentials import TOKEN_FILE_ENV
-from spyglass.api.hubble_json import parse_lines
 from spyglass.cli.main import main
-from spyglass.collector.enums import DropReason, Protocol, Verdict
 from spyglass.collector.filters import FILTER_FLAGS, FilterError, build_from_query
-from spyglass.collector.flow import Endpoint, Flow, PolicyRef, event_to_response
+from spyglass.model.enums import DropReason, Protocol, Verdict
+from spyglass.model.flow import Endpoint, Flow, PolicyRef, event_to_response
+from spyglass.model.hubble_json import parse_lines
 
 pytest.importorskip("chdb")
 

@@ -20,10 +20,10 @@ from websockets.sync.client import ClientConnection, connect
 
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
-from spyglass.collector.enums import LostEventSource, Protocol, Verdict
 from spyglass.collector.filters import FilterError, build_from_query
-from spyglass.collector.flow import Endpoint, Event, Flow, LostEvent, event_to_response
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource, Protocol, Verdict
+from spyglass.model.flow import Endpoint, Event, Flow, LostEvent, event_to_response
 
 T0 = 1_764_165_988_576_000_000
 NODE = "node-a"

@@ -40,7 +40,7 @@ from spyglass.bpf.maps import (
     policy_selected_value,
     policy_value,
 )
-from spyglass.bpf.policy.types import CompiledPolicy, Direction, PolicyKey
+from spyglass.model.policy import CompiledPolicy, Direction, PolicyKey
 
 
 @pytest.mark.parametrize(

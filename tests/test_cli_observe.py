@@ -25,10 +25,10 @@ from spyglass.cli.client import ApiClient, CliError
 from spyglass.cli.main import main
 from spyglass.cli.observe import FILTER_ITEMS, observe_cmd
 from spyglass.cli.printer import Printer
-from spyglass.collector.enums import LostEventSource, Protocol, Verdict
 from spyglass.collector.filters import FilterError, build_from_flags
-from spyglass.collector.flow import Endpoint, Event, Flow, LostEvent, event_to_response
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource, Protocol, Verdict
+from spyglass.model.flow import Endpoint, Event, Flow, LostEvent, event_to_response
 
 T0 = 1_764_165_988_576_000_000
 NODE = "node-a"

@@ -14,8 +14,8 @@ from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
 from spyglass.cli.main import main
 from spyglass.cli.status import format_status, format_uptime
-from spyglass.collector.flow import Flow
 from spyglass.collector.ring import FlowRing
+from spyglass.model.flow import Flow
 
 
 @pytest.mark.parametrize(("ns", "text"), [

@@ -12,11 +12,11 @@ from spyglass.collector.abi import EVENT_TRACE, pack_event
 from spyglass.collector.collector import Collector
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, Flow, LostEvent
-from spyglass.collector.getters import NoopGetter
 from spyglass.collector.perf import ReadBatch, parse_records, sample_record
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, Flow, LostEvent
+from spyglass.model.getters import NoopGetter
 
 PERF = LostEventSource.PERF_EVENT_RING_BUFFER
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from spyglass.collector.safeload import (
+from spyglass.model.safeload import (
     MAX_DEPTH,
     InputLimitError,
     YamlLimitError,

@@ -23,7 +23,7 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher, UuidSource
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     ObservationPoint,
@@ -32,8 +32,8 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Flow, PolicyRef, Service, Workload
-from spyglass.collector.getters import EndpointInfo
+from spyglass.model.flow import Endpoint, Flow, PolicyRef, Service, Workload
+from spyglass.model.getters import EndpointInfo
 
 FRONTEND = EndpointInfo(
     id=7, identity=1234, namespace="shop", pod_name="frontend-1",

@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from spyglass.collector.enums import (
+from spyglass.collector.filters import FilterError, FilterSet, FlowFilter, build_from_flags
+from spyglass.model.enums import (
     DropReason,
     EventType,
     Protocol,
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.filters import FilterError, FilterSet, FlowFilter, build_from_flags
-from spyglass.collector.flow import Endpoint, Flow, Service, Workload
+from spyglass.model.flow import Endpoint, Flow, Service, Workload
 
 SYN, ACK, FIN = 0x02, 0x10, 0x01
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spyglass.collector.enums import Protocol, Verdict
 from spyglass.collector.filters import (
     FILTER_FLAGS,
     FilterError,
@@ -18,7 +17,8 @@ from spyglass.collector.filters import (
     build_from_flags,
     build_from_query,
 )
-from spyglass.collector.flow import Endpoint, Flow
+from spyglass.model.enums import Protocol, Verdict
+from spyglass.model.flow import Endpoint, Flow
 
 Items = list[tuple[str, str | None]]
 

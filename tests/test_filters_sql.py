@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_support import T0, clear, flows, open_store, store_params
 
-from spyglass.collector.enums import DropReason, EventType, TrafficDirection, Verdict
 from spyglass.collector.filters import FIELDS, FilterError, FilterSet, FlowFilter
 from spyglass.collector.filters.sql import glob_regex
-from spyglass.collector.flow import Endpoint, Flow, Service, Workload
+from spyglass.model.enums import DropReason, EventType, TrafficDirection, Verdict
+from spyglass.model.flow import Endpoint, Flow, Service, Workload
 from spyglass.storage import FlowStore, flows_to_arrow
 
 VALUES: dict[str, list[Any]] = {

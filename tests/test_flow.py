@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     LostEventSource,
@@ -13,7 +13,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import (
+from spyglass.model.flow import (
     Endpoint,
     Flow,
     LostEvent,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spyglass.bpf.identity import MIN_IDENTITY, IdentityAllocator, pod_labels
+from spyglass.model.identity import MIN_IDENTITY, IdentityAllocator, pod_labels
 
 
 def test_same_labels_same_identity_across_allocators() -> None:
@@ -39,7 +39,7 @@ def test_labels_of_and_reserved() -> None:
 
 
 def test_collisions_are_probed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import spyglass.bpf.identity as ident
+    import spyglass.model.identity as ident
 
     monkeypatch.setattr(ident, "MAX_IDENTITY", ident.MIN_IDENTITY + 1)  # a space of two
     a = IdentityAllocator()

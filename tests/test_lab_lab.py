@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from spyglass.bpf.identity import IdentityAllocator
-from spyglass.collector.getters import EndpointGetter, IdentityGetter
 from spyglass.lab.errors import LabError, PodRefError
 from spyglass.lab.lab import Lab
 from spyglass.lab.manifest import load_manifest, parse_manifest
+from spyglass.model.getters import EndpointGetter, IdentityGetter
+from spyglass.model.identity import IdentityAllocator
 
 DEMO = Path(__file__).resolve().parents[1] / "lab" / "manifests" / "demo.yaml"
 

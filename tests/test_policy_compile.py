@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from spyglass.bpf.identity import IdentityAllocator, pod_labels
-from spyglass.bpf.policy.compile import PolicyTooLarge, compile_policies
-from spyglass.bpf.policy.parse import parse_policy_yaml
-from spyglass.bpf.policy.table import PolicyTable
-from spyglass.bpf.policy.types import CIDR_IDENTITY_BASE, CompiledPolicy, Direction
-from spyglass.collector.enums import DropReason
+from spyglass.model.enums import DropReason
+from spyglass.model.identity import IdentityAllocator, pod_labels
+from spyglass.model.policy import CIDR_IDENTITY_BASE, CompiledPolicy, Direction
+from spyglass.policy.compile import PolicyTooLarge, compile_policies
+from spyglass.policy.parse import parse_policy_yaml
+from spyglass.policy.table import PolicyTable
 
 NAMESPACES = {"prod": {"env": "prod", "team": "a"}, "dev": {"env": "dev", "team": "a"},
               "other": {"env": "test"}}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from spyglass.bpf.identity import IdentityAllocator, pod_labels
-from spyglass.bpf.policy.compile import compile_policies
-from spyglass.bpf.policy.explain import Explanation, PodEndpoint, explain
-from spyglass.bpf.policy.parse import parse_policy_yaml
-from spyglass.bpf.policy.table import PolicyTable
-from spyglass.collector.enums import Verdict
+from spyglass.model.enums import Verdict
+from spyglass.model.identity import IdentityAllocator, pod_labels
+from spyglass.policy.compile import compile_policies
+from spyglass.policy.explain import Explanation, PodEndpoint, explain
+from spyglass.policy.parse import parse_policy_yaml
+from spyglass.policy.table import PolicyTable
 
 POLICIES = """
 apiVersion: networking.k8s.io/v1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from spyglass.bpf.policy.model import CIDRPeer, EntityPeer, PortRule, SelectorPeer
-from spyglass.bpf.policy.parse import PolicyDocument, PolicyError, parse_policies, parse_policy_yaml
+from spyglass.policy.model import CIDRPeer, EntityPeer, PortRule, SelectorPeer
+from spyglass.policy.parse import PolicyDocument, PolicyError, parse_policies, parse_policy_yaml
 
 NP = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
 CNP = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\n"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spyglass.bpf.policy.model import PortRule
-from spyglass.bpf.policy.ports import ANY_PORT_PREFIX, port_prefixes, range_prefixes
+from spyglass.policy.model import PortRule
+from spyglass.policy.ports import ANY_PORT_PREFIX, port_prefixes, range_prefixes
 
 
 def covered(blocks: list[tuple[int, int]]) -> set[int]:

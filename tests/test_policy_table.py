@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from spyglass.bpf.policy.table import PolicyTable, match_type
-from spyglass.bpf.policy.types import CompiledPolicy, Direction, PolicyKey, RuleRef
-from spyglass.collector.enums import DropReason, PolicyMatchType
+from spyglass.model.enums import DropReason, PolicyMatchType
+from spyglass.model.policy import CompiledPolicy, Direction, PolicyKey, RuleRef
+from spyglass.policy.table import PolicyTable, match_type
 
 L, R, OTHER = 300, 400, 500
 IN = Direction.INGRESS

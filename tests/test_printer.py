@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from spyglass.cli.printer import Printer, format_timestamp, identity_text
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     LostEventSource,
@@ -20,7 +20,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import (
+from spyglass.model.flow import (
     Endpoint,
     Event,
     Flow,

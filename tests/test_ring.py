@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from spyglass.collector.enums import LostEventSource
-from spyglass.collector.flow import Event, Flow, LostEvent
 from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Event, Flow, LostEvent
 
 
 def flow(i: int) -> Flow:

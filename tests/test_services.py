@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from spyglass.bpf.services import ClusterIPAllocator, ServiceEntry, ServiceIds
+from spyglass.model.services import ClusterIPAllocator, ServiceEntry, ServiceIds
 
 
 def _entry(**kw: object) -> ServiceEntry:

@@ -18,7 +18,7 @@ from spyglass.bpf.lb_plan import (
     service_value,
 )
 from spyglass.bpf.maps import SVCF_AFFINITY, LbBackend, LbBackendKey, LbSvcKey, LbSvcValue
-from spyglass.bpf.services import ServiceEntry
+from spyglass.model.services import ServiceEntry
 
 
 def _e(sid: int, backends: list[tuple[str, int]], vip: str = "10.99.0.10", port: int = 80,

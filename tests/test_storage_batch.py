@@ -24,8 +24,8 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher, UuidSource
-from spyglass.collector.flow import Flow, PolicyRef, Service, Workload
-from spyglass.collector.getters import EndpointInfo
+from spyglass.model.flow import Flow, PolicyRef, Service, Workload
+from spyglass.model.getters import EndpointInfo
 from spyglass.storage import batch_to_arrow, flows_to_arrow, store_hook
 
 PODS = [EndpointInfo(id=i, identity=256 + i, namespace=("shop", "db", "kube-system")[i % 3],

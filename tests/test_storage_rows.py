@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from storage_support import T0, clear, flows, open_store, store_params
 
 from spyglass.collector.filters import FilterSet
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 from spyglass.storage import FlowStore, flows_to_arrow, table_to_flows
 from spyglass.storage.rows import ip_bytes, ip_text
 from spyglass.storage.schema import FLOW_SCHEMA

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spyglass.collector.enums import DropReason
+from spyglass.model.enums import DropReason
 from spyglass.storage import SCHEMA_VERSION, FlowStore, StoreError, ddl
 from spyglass.storage.schema import FLOW_COLUMNS, as_int8, enum8
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from storage_support import T0
 
-from spyglass.collector.enums import DropReason, LostEventSource, Verdict
-from spyglass.collector.flow import Endpoint, Flow, LostEvent, PolicyRef
+from spyglass.model.enums import DropReason, LostEventSource, Verdict
+from spyglass.model.flow import Endpoint, Flow, LostEvent, PolicyRef
 from spyglass.storage import FlowStore, StoreError, flows_to_arrow
 from spyglass.storage.sqlfunctions import AGGREGATES, ALLOWED, function_allowed
 from spyglass.storage.sqlguard import Catalog, SqlRefused, parse_explain, vet

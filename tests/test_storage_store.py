@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from storage_support import T0, clear, open_store, store_params
 
-from spyglass.collector.enums import DropReason, LostEventSource, TrafficDirection, Verdict
 from spyglass.collector.filters import FilterSet, build_from_flags
-from spyglass.collector.flow import Endpoint, Flow, LostEvent, PolicyRef, Workload
+from spyglass.model.enums import DropReason, LostEventSource, TrafficDirection, Verdict
+from spyglass.model.flow import Endpoint, Flow, LostEvent, PolicyRef, Workload
 from spyglass.storage import FlowStore, StoreError, flows_to_arrow
 
 S = 10**9

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from storage_support import T0, clear, open_store
 
-from spyglass.collector.enums import LostEventSource
 from spyglass.collector.filters import FilterSet
-from spyglass.collector.flow import Flow
+from spyglass.model.enums import LostEventSource
+from spyglass.model.flow import Flow
 from spyglass.storage import FlowStore, StoreWriter, flows_to_arrow
 
 

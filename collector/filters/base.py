@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
-from spyglass.collector.flow import Endpoint, Flow
+from spyglass.model.flow import Endpoint, Flow
 
 Side = Literal["source", "destination"]
 

@@ -14,16 +14,16 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.enums import (
+from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+from spyglass.collector.filters.sql import Params, Sql, any_of, glob_regex
+from spyglass.model.enums import (
     TRACE_SUBTYPE_TO_POINT,
     DropReason,
     EventType,
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
-from spyglass.collector.filters.sql import Params, Sql, any_of, glob_regex
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 
 
 def _enum_name(raw: Any, cls: type[enum.IntEnum], what: str, example: str,

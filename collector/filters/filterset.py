@@ -12,7 +12,7 @@ from typing import Any
 
 from spyglass.collector.filters.flowfilter import CompiledFilter, FlowFilter
 from spyglass.collector.filters.sql import Sql, combine
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from spyglass.collector.filters.base import FilterError, ValueProblem
 from spyglass.collector.filters.filterset import FilterSet
 from spyglass.collector.filters.flowfilter import FIELDS, FlowFilter
 from spyglass.collector.filters.names import parse_namespace, split_namespaced
-from spyglass.collector.safeload import InputLimitError, loads_json
+from spyglass.model.safeload import InputLimitError, loads_json
 
 Mode = Literal["either", "from", "to", "both", "ns", "from-ns", "to-ns", "not", "allowlist",
                "denylist"]

@@ -27,7 +27,7 @@ from spyglass.collector.filters.l4 import PortClause, ProtocolClause, TCPFlagsCl
 from spyglass.collector.filters.labels import LabelClause
 from spyglass.collector.filters.names import PodClause, ServiceClause, WorkloadClause
 from spyglass.collector.filters.sql import Sql, combine
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 
 #: FlowFilter field → (clause class, side). The order is the order of `describe`.
 FIELDS: dict[str, tuple[type[Clause], Side | None]] = {

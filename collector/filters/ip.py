@@ -14,7 +14,7 @@ from typing import Any
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
 from spyglass.collector.filters.sql import Params, Sql, any_of
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 
 
 @functools.lru_cache(maxsize=65536)
@@ -116,7 +116,7 @@ class IdentityClause(Clause):
 
     @staticmethod
     def parse(raw: Any) -> int:
-        from spyglass.collector.enums import RESERVED_IDENTITY_LABELS
+        from spyglass.model.enums import RESERVED_IDENTITY_LABELS
 
         names = {label.split(":", 1)[1]: num for num, label in RESERVED_IDENTITY_LABELS.items()}
         if isinstance(raw, int) and not isinstance(raw, bool):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.enums import TCP_FLAG_BITS, TCP_FLAG_BY_NAME, Protocol
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
 from spyglass.collector.filters.sql import Params, Sql, any_of
-from spyglass.collector.flow import Flow
+from spyglass.model.enums import TCP_FLAG_BITS, TCP_FLAG_BY_NAME, Protocol
+from spyglass.model.flow import Flow
 
 #: Protocols that carry ports; a port filter never matches ICMP (Hubble does the same).
 _PORTED = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})

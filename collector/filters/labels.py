@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem
 from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
-from spyglass.collector.flow import Flow
+from spyglass.model.flow import Flow
 
 Op = Literal["=", "!=", "in", "notin", "exists", "!"]
 

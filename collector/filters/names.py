@@ -16,7 +16,7 @@ from typing import Any
 
 from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
 from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
-from spyglass.collector.flow import Flow, Service
+from spyglass.model.flow import Flow, Service
 
 # Namespace and name characters Kubernetes allows (DNS labels/subdomains), leniently.
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*)?", re.IGNORECASE)

@@ -238,7 +238,7 @@ def env() -> Iterator[Env]:
 @pytest.fixture
 def e(env: Env) -> Iterator[Env]:
     """The shared env with no services and no policy loaded before and after each test."""
-    from spyglass.bpf.policy.types import CompiledPolicy
+    from spyglass.model.policy import CompiledPolicy
 
     env.dp.load_services([])
     env.poll()
@@ -250,7 +250,7 @@ def e(env: Env) -> Iterator[Env]:
 
 def _svc(sid: int, vip: str, backends: list[Pod], *, port: int = 80, proto: int = TCP,
          target: int = TCP_PORT, affinity: bool = False) -> Any:
-    from spyglass.bpf.services import ServiceEntry
+    from spyglass.model.services import ServiceEntry
 
     return ServiceEntry(service_id=sid, vip=vip, port=port, proto=proto,
                         backends=tuple((b.ip, target) for b in backends), affinity=affinity,
@@ -364,7 +364,7 @@ def test_udp_is_translated_both_ways(e: Env) -> None:
 
 
 def test_policy_denies_a_backend_by_its_labels_through_the_vip(e: Env) -> None:
-    from spyglass.bpf.policy.types import CompiledPolicy, Direction, PolicyKey
+    from spyglass.model.policy import CompiledPolicy, Direction, PolicyKey
 
     vip_denied, vip_ok = "10.99.0.16", "10.99.0.17"
     e.dp.load_services([_svc(17, vip_denied, e.backends[:1]), _svc(18, vip_ok, e.backends[1:2])])
@@ -388,7 +388,7 @@ def test_policy_denies_a_backend_by_its_labels_through_the_vip(e: Env) -> None:
 
 
 def test_egress_policy_sees_the_backend(e: Env) -> None:
-    from spyglass.bpf.policy.types import CompiledPolicy, Direction, PolicyKey
+    from spyglass.model.policy import CompiledPolicy, Direction, PolicyKey
 
     vip = "10.99.0.18"
     e.dp.load_services([_svc(19, vip, e.backends[2:3])])
@@ -405,7 +405,7 @@ def test_egress_policy_sees_the_backend(e: Env) -> None:
 
 def test_full_sync_of_10k_services_by_diff(e: Env) -> None:
     """Timing is printed, not asserted (shared CI machines); the figures go in the docs."""
-    from spyglass.bpf.services import ServiceEntry
+    from spyglass.model.services import ServiceEntry
 
     backends = [(b.ip, TCP_PORT) for b in e.backends]
     base = int(ipaddress.IPv4Address("10.240.0.1"))  # never contacted: only entry 0 is used

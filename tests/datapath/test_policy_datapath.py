@@ -135,7 +135,7 @@ def env() -> Iterator[Env]:
 def e(env: Env) -> Iterator[Env]:
     """The shared env with an empty policy, audit off and every endpoint as created."""
     from spyglass.bpf.datapath import DatapathEndpoint
-    from spyglass.bpf.policy.types import CompiledPolicy
+    from spyglass.model.policy import CompiledPolicy
 
     yield env
     env.dp.load_policy(CompiledPolicy())
@@ -148,13 +148,13 @@ def e(env: Env) -> Iterator[Env]:
 
 def _key(local: int, direction: int, remote: int = 0, proto: int = 0, port: int = 0,
          bits: int = 0) -> Any:
-    from spyglass.bpf.policy.types import Direction, PolicyKey
+    from spyglass.model.policy import Direction, PolicyKey
 
     return PolicyKey(local, Direction(direction), remote, proto, port, bits)
 
 
 def _compiled(**kw: Any) -> Any:
-    from spyglass.bpf.policy.types import CompiledPolicy, Direction
+    from spyglass.model.policy import CompiledPolicy, Direction
 
     kw["selected"] = {(ident, Direction(d)): c for (ident, d), c in kw.get("selected", {}).items()}
     return CompiledPolicy(**kw)

@@ -249,7 +249,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
     from spyglass.bpf.datapath import Datapath
-    from spyglass.bpf.identity import IdentityAllocator
+    from spyglass.model.identity import IdentityAllocator
 
     addresses = free_addresses(len(POD_NS))
     if addresses is None:
@@ -277,7 +277,7 @@ def rig() -> Iterator[Rig]:
 
 
 def _identity_labels(sc: Scenario, i: int) -> tuple[str, ...]:
-    from spyglass.bpf.identity import pod_labels
+    from spyglass.model.identity import pod_labels
 
     ns = POD_NS[i]
     extra = [f"k8s:io.cilium.k8s.namespace.labels.{k}={v}" for k, v in sc.ns_labels[ns].items()]
@@ -287,8 +287,8 @@ def _identity_labels(sc: Scenario, i: int) -> tuple[str, ...]:
 def _run(rig: Rig, sc: Scenario) -> tuple[list[str], list[bool], float]:
     """Load the scenario, probe everything; returns the mismatches, what was seen, load time."""
     from spyglass.bpf.datapath import DatapathEndpoint
-    from spyglass.bpf.policy.compile import compile_policies
-    from spyglass.bpf.policy.parse import parse_policy_yaml
+    from spyglass.policy.compile import compile_policies
+    from spyglass.policy.parse import parse_policy_yaml
 
     identities: dict[int, tuple[str, ...]] = {}
     named: dict[int, dict[str, tuple[str, int]]] = {}

@@ -11,7 +11,8 @@ import threading
 import time
 from typing import Any
 
-from spyglass.collector.enums import (
+from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import (
     DropReason,
     EventType,
     LostEventSource,
@@ -20,8 +21,7 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Endpoint, Event, Flow, LostEvent, PolicyRef, Workload
-from spyglass.collector.ring import FlowRing
+from spyglass.model.flow import Endpoint, Event, Flow, LostEvent, PolicyRef, Workload
 
 NODE = "ui-node"
 _IPS = {"frontend-0": "10.244.0.11", "frontend-1": "10.244.0.12", "cart-0": "10.244.0.13",

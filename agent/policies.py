@@ -14,15 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.bpf.policy.compile import DEFAULT_MAX_ENTRIES, PolicyTooLarge, compile_policies
-from spyglass.bpf.policy.explain import Explanation, PodEndpoint, explain
-from spyglass.bpf.policy.model import Policy
-from spyglass.bpf.policy.parse import PolicyError, parse_policies, parse_policy_yaml
-from spyglass.bpf.policy.table import PolicyTable
-from spyglass.bpf.policy.types import CompiledPolicy
-from spyglass.collector.flow import PolicyRef
 from spyglass.lab.errors import PodRefError
 from spyglass.lab.naming import resolve_ref
+from spyglass.model.flow import PolicyRef
+from spyglass.model.policy import CompiledPolicy
+from spyglass.policy.compile import DEFAULT_MAX_ENTRIES, PolicyTooLarge, compile_policies
+from spyglass.policy.explain import Explanation, PodEndpoint, explain
+from spyglass.policy.model import Policy
+from spyglass.policy.parse import PolicyError, parse_policies, parse_policy_yaml
+from spyglass.policy.table import PolicyTable
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,14 @@ from typing import Any
 
 from rich.console import Console
 
+from spyglass.agent.policies import PodView, PolicyManager
 from spyglass.api.credentials import remove_local_token, token_path
 from spyglass.api.metrics import FlowMetrics
-from spyglass.api.policies import PodView, PolicyManager
 from spyglass.bpf.datapath import Datapath, DatapathEndpoint, DatapathError
 from spyglass.bpf.datapath import cleanup as bpf_cleanup
-from spyglass.bpf.policy.compile import DEFAULT_MAX_ENTRIES
-from spyglass.bpf.policy.parse import PolicyError, parse_policies
-from spyglass.bpf.policy.types import CompiledPolicy
 from spyglass.collector.collector import BatchHook, Collector
 from spyglass.collector.decoder import Decoder
 from spyglass.collector.enrich import Enricher
-from spyglass.collector.flow import Flow
 from spyglass.collector.perf import PerfReader
 from spyglass.collector.ring import FlowRing
 from spyglass.lab.errors import LabError
@@ -43,6 +39,10 @@ from spyglass.lab.manifest import Manifest, Pod, load_manifest, parse_manifest
 from spyglass.lab.model import LabPod
 from spyglass.lab.services import parse_service
 from spyglass.lab.state import teardown_from_state
+from spyglass.model.flow import Flow
+from spyglass.model.policy import CompiledPolicy
+from spyglass.policy.compile import DEFAULT_MAX_ENTRIES
+from spyglass.policy.parse import PolicyError, parse_policies
 from spyglass.storage import FlowStore, StoreError, StoreWriter, store_hook
 
 STATE_DIR = "/run/spyglass"

@@ -12,17 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from spyglass.bpf.policy.model import PROTO_NAMES, PROTO_NUMBERS
-from spyglass.bpf.policy.suggest import (
+from spyglass.model.enums import DROP_REASON_TEXT, POLICY_MATCH_TEXT, Protocol, Verdict
+from spyglass.model.policy import Direction, RuleRef
+from spyglass.policy.model import PROTO_NAMES, PROTO_NUMBERS
+from spyglass.policy.suggest import (
     Suggestion,
     policy_display,
     rule_dict,
     rule_name,
     suggest,
 )
-from spyglass.bpf.policy.table import Decision, PolicyTable
-from spyglass.bpf.policy.types import Direction, RuleRef
-from spyglass.collector.enums import DROP_REASON_TEXT, POLICY_MATCH_TEXT, Protocol, Verdict
+from spyglass.policy.table import Decision, PolicyTable
 
 __all__ = ["DirectionReport", "Explanation", "PodEndpoint", "explain", "suggest"]
 

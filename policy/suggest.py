@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from spyglass.bpf.policy.model import PROTO_NAMES
-from spyglass.bpf.policy.selectors import METADATA_NAME, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX
-from spyglass.bpf.policy.types import Direction, RuleRef
+from spyglass.model.policy import Direction, RuleRef
+from spyglass.policy.model import PROTO_NAMES
+from spyglass.policy.selectors import METADATA_NAME, NAMESPACE_KEY, NAMESPACE_LABELS_PREFIX
 
 if TYPE_CHECKING:
-    from spyglass.bpf.policy.explain import DirectionReport, Explanation, PodEndpoint
+    from spyglass.policy.explain import DirectionReport, Explanation, PodEndpoint
 
 FORMATS = ("kubernetes", "cilium")
 _ALIASES = {"kubernetes": "kubernetes", "k8s": "kubernetes", "networkpolicy": "kubernetes",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spyglass.collector.flow import format_time_ns
+from spyglass.model.flow import format_time_ns
 
 ColumnType = str  # "int" | "float" | "bool" | "datetime" | "string" | "list" | "object"
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from spyglass.bpf.policy.model import PROTO_ANY, PROTO_NUMBERS, CIDRPeer, PortRule
 from spyglass.collector.filters.labels import LabelSelector, SelectorError
+from spyglass.policy.model import PROTO_ANY, PROTO_NUMBERS, CIDRPeer, PortRule
 
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from spyglass.collector.flow import PolicyRef, Service, Workload
+from spyglass.model.flow import PolicyRef, Service, Workload
 
 
 @dataclass(frozen=True, slots=True)

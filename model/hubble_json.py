@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DropReason,
     EventType,
     ObservationPoint,
@@ -25,8 +25,8 @@ from spyglass.collector.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.collector.flow import Flow
-from spyglass.collector.safeload import loads_json
+from spyglass.model.flow import Flow
+from spyglass.model.safeload import loads_json
 
 #: Keys of Spyglass's flow JSON that Hubble's Flow message does not have.
 SPYGLASS_ONLY_KEYS = ("packets", "bytes")

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from spyglass.bpf.policy import selectors
-from spyglass.bpf.policy.fields import (
+from spyglass.policy import selectors
+from spyglass.policy.fields import (
     Where,
     cidr,
     cidr_peer,
@@ -29,7 +29,7 @@ from spyglass.bpf.policy.fields import (
     selector,
     seq,
 )
-from spyglass.bpf.policy.model import (
+from spyglass.policy.model import (
     ENTITIES,
     PROTO_ANY,
     CIDRPeer,

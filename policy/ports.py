@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from spyglass.bpf.policy.model import PROTO_ANY, PROTO_NUMBERS, PortRule
-from spyglass.bpf.policy.types import ANY_PROTO
+from spyglass.model.policy import ANY_PROTO
+from spyglass.policy.model import PROTO_ANY, PROTO_NUMBERS, PortRule
 
 #: (proto number, port, port_bits); (ANY_PROTO, 0, 0) = any protocol and port.
 PortPrefix = tuple[int, int, int]

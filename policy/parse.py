@@ -19,8 +19,10 @@ from typing import Any, Protocol
 
 import yaml
 
-from spyglass.bpf.policy import selectors
-from spyglass.bpf.policy.fields import (
+from spyglass.model import k8s_names
+from spyglass.model.safeload import load_yaml_all
+from spyglass.policy import selectors
+from spyglass.policy.fields import (
     PolicyError,
     Where,
     cidr_peer,
@@ -31,7 +33,7 @@ from spyglass.bpf.policy.fields import (
     selector,
     seq,
 )
-from spyglass.bpf.policy.model import (
+from spyglass.policy.model import (
     KIND_CCNP,
     KIND_CNP,
     KIND_NETWORK_POLICY,
@@ -43,8 +45,6 @@ from spyglass.bpf.policy.model import (
     SelectorPeer,
     Spec,
 )
-from spyglass.collector.safeload import load_yaml_all
-from spyglass.lab import k8s_names
 
 __all__ = ["PolicyDocument", "PolicyError", "parse_policies", "parse_policy_yaml"]
 
@@ -116,7 +116,7 @@ def parse_policies(objects: Iterable[PolicyObject], source: str = "<policy>") ->
         if obj.kind == KIND_NETWORK_POLICY:
             out.append(_network_policy(w, obj))
         elif obj.kind in (KIND_CNP, KIND_CCNP):
-            from spyglass.bpf.policy.cilium import parse_cilium  # cilium.py imports this module
+            from spyglass.policy.cilium import parse_cilium  # cilium.py imports this module
 
             out.append(parse_cilium(w, obj))
         else:

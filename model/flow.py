@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from spyglass.collector.enums import (
+from spyglass.model.enums import (
     DROP_REASON_TEXT,
     TCP_FLAG_BITS,
     TCP_FLAG_BY_NAME,

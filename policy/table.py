@@ -11,8 +11,9 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from spyglass.bpf.identity import IDENTITY_WORLD
-from spyglass.bpf.policy.types import (
+from spyglass.model.enums import DropReason, PolicyMatchType
+from spyglass.model.identity import IDENTITY_WORLD
+from spyglass.model.policy import (
     ANY_IDENTITY,
     ANY_PROTO,
     CompiledPolicy,
@@ -20,7 +21,6 @@ from spyglass.bpf.policy.types import (
     PolicyKey,
     RuleRef,
 )
-from spyglass.collector.enums import DropReason, PolicyMatchType
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ import enum
 
 # Cilium's reserved identities belong to the datapath's identity module; re-exported here
 # so that the flow layer can name them without reaching further left than it needs to.
-from spyglass.bpf.identity import IDENTITY_HOST as IDENTITY_HOST
-from spyglass.bpf.identity import IDENTITY_UNKNOWN as IDENTITY_UNKNOWN
-from spyglass.bpf.identity import IDENTITY_WORLD as IDENTITY_WORLD
-from spyglass.bpf.identity import RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS
+from spyglass.model.identity import IDENTITY_HOST as IDENTITY_HOST
+from spyglass.model.identity import IDENTITY_UNKNOWN as IDENTITY_UNKNOWN
+from spyglass.model.identity import IDENTITY_WORLD as IDENTITY_WORLD
+from spyglass.model.identity import RESERVED_IDENTITY_LABELS as RESERVED_IDENTITY_LABELS
 
 
 class Verdict(enum.IntEnum):

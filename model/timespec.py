@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 
-from spyglass.collector.flow import parse_time_ns
+from spyglass.model.flow import parse_time_ns
 
 HINT = "use a duration ago like 5m, 1h30m or 2d, or an RFC3339 time like 2025-11-26T13:00:00Z"
 

@@ -19,17 +19,8 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
-from spyglass.bpf.identity import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_IDENTITY_LABELS
-from spyglass.bpf.policy.model import CIDRPeer, EntityPeer, Policy, PortRule, Rule, SelectorPeer
-from spyglass.bpf.policy.ports import (
-    ANY_PORT_PREFIX,
-    ANY_PROTOS,
-    NamedPorts,
-    PortPrefix,
-    port_prefixes,
-)
-from spyglass.bpf.policy.selectors import NAMESPACE_KEY
-from spyglass.bpf.policy.types import (
+from spyglass.model.identity import IDENTITY_HOST, IDENTITY_WORLD, RESERVED_IDENTITY_LABELS
+from spyglass.model.policy import (
     ANY_IDENTITY,
     CIDR_IDENTITY_BASE,
     CompiledPolicy,
@@ -37,6 +28,15 @@ from spyglass.bpf.policy.types import (
     PolicyKey,
     RuleRef,
 )
+from spyglass.policy.model import CIDRPeer, EntityPeer, Policy, PortRule, Rule, SelectorPeer
+from spyglass.policy.ports import (
+    ANY_PORT_PREFIX,
+    ANY_PROTOS,
+    NamedPorts,
+    PortPrefix,
+    port_prefixes,
+)
+from spyglass.policy.selectors import NAMESPACE_KEY
 
 _NS_PREFIX = f"k8s:{NAMESPACE_KEY}="
 _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
