@@ -20,8 +20,9 @@ from spyglass.model.flow import PolicyRef
 from spyglass.model.policy import CompiledPolicy
 from spyglass.policy.compile import DEFAULT_MAX_ENTRIES, PolicyTooLarge, compile_policies
 from spyglass.policy.explain import Explanation, PodEndpoint, explain
+from spyglass.policy.fields import PolicyError, PolicyNotFound
 from spyglass.policy.model import Policy
-from spyglass.policy.parse import PolicyError, parse_policies, parse_policy_yaml
+from spyglass.policy.parse import parse_policies, parse_policy_yaml
 from spyglass.policy.table import PolicyTable
 
 
@@ -39,10 +40,6 @@ class PodView:
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
-
-
-class PolicyNotFound(LookupError):
-    """A delete or explain named something that is not there."""
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,39 @@ These are the API's only writes besides import; the token middleware covers ever
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Body, Query
 from starlette.concurrency import run_in_threadpool
 
-from spyglass.agent.policies import PolicyError, PolicyManager, PolicyNotFound, PolicyTooLarge
 from spyglass.api.auth import WRITE
 from spyglass.api.errors import ApiError
 from spyglass.model.flow import Flow
-from spyglass.policy.explain import parse_proto
+from spyglass.policy.compile import PolicyTooLarge
+from spyglass.policy.explain import Explanation, parse_proto
+from spyglass.policy.fields import PolicyError, PolicyNotFound
 
 
-def policy_router(manager: PolicyManager,
+class Changes(Protocol):
+    """What a change reports back (`agent.policies.ApplyResult`)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class PolicyControl(Protocol):
+    """The agent's live policy set, as these routes use it (`agent.policies.PolicyManager`)."""
+
+    def list(self) -> list[dict[str, Any]]: ...
+
+    def apply_yaml(self, text: str, source: str = ...) -> Changes: ...
+
+    def delete(self, name: str, namespace: str = ..., kind: str | None = ...) -> Changes: ...
+
+    def explain(self, src: str, dst: str, port: int, proto: int | str,
+                fmt: str = ...) -> Explanation: ...
+
+
+def policy_router(manager: PolicyControl,
                   flow_by_uuid: Callable[[str], Flow | None]) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["policy"])
 

@@ -53,7 +53,7 @@ def _cell(v: Any) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NaT:
         return ""
     if isinstance(v, pd.Timestamp):
-        return v.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return str(v.strftime("%Y-%m-%d %H:%M:%S.%f"))[:-3]
     if isinstance(v, float):
         return f"{v:.3f}".rstrip("0").rstrip(".")
     if isinstance(v, int) and not isinstance(v, bool):

@@ -161,7 +161,7 @@ class Collector:
             while len(self._rate) > 1 and now - self._rate[1][0] >= RATE_WINDOW_S:
                 self._rate.popleft()
         if lost or flows:
-            out: list[Event] = [*lost, *flows] if lost else flows
+            out: Sequence[Event] = [*lost, *flows] if lost else flows
             self.ring.write_many(out)
         return len(flows)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import cast
 
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, LostEvent
@@ -109,7 +110,7 @@ class FlowRing:
             return []
         a, b = start & self._mask, stop & self._mask
         out = self._buf[a:b] if a < b else self._buf[a:] + self._buf[:b]
-        return out
+        return cast("list[Event]", out)  # slots in [start, stop) are all written
 
     def read_since(self, seq: int, max_n: int = 1024) -> tuple[list[Event], int]:
         """Events from `seq` on (at most `max_n`) and the sequence to ask for next.

@@ -25,8 +25,8 @@ from spyglass.lab.errors import ManifestError, PodRefError
 from spyglass.lab.naming import resolve_ref
 from spyglass.lab.placeholders import render
 from spyglass.model import k8s_names
+from spyglass.model.safeload import describe as _describe
 from spyglass.model.safeload import load_yaml_all
-from spyglass.policy.fields import describe as _describe
 
 #: kind -> accepted apiVersions. Kinds beyond Namespace/Pod are kept raw for later use.
 API_VERSIONS: dict[str, tuple[str, ...]] = {

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from spyglass.lab.errors import ManifestError
 from spyglass.lab.manifest import Manifest, Pod, RawObject
@@ -67,7 +67,7 @@ class Service:
             pod.labels.get(k) == v for k, v in self.selector.items())
 
 
-def _fail(source: str, obj: RawObject, path: str, message: str) -> None:
+def _fail(source: str, obj: RawObject, path: str, message: str) -> NoReturn:
     raise ManifestError(f"{source}: document {obj.doc} (Service {obj.namespace}/{obj.name}): "
                         f"{path}: {message}")
 

@@ -1,4 +1,4 @@
-"""JSON and YAML from users, parsed with bounded work: depth, size and alias expansion.
+"""JSON and YAML from users: parsed with bounded work (depth, size, aliases), and named in errors.
 
 Python's `json` and PyYAML's composer recurse once per nesting level, so 10,000 `[`
 raise RecursionError (a 500 with internals, before this module). YAML aliases let a
@@ -10,6 +10,7 @@ parser recurses, in one linear pass, and refused with the limit named.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -94,7 +95,7 @@ def check_yaml(text: str, *, what: str = "the YAML", max_depth: int = MAX_DEPTH,
     total = 0
     for event in yaml.parse(text, Loader=_ScanLoader):
         if isinstance(event, yaml.AliasEvent):
-            anchor = event.anchor
+            anchor = event.anchor or ""
             if anchor in open_anchors:
                 raise YamlLimitError(f"{what} refers to itself through the alias *{anchor}; "
                                      "recursive documents are not accepted")
@@ -126,3 +127,20 @@ def check_yaml(text: str, *, what: str = "the YAML", max_depth: int = MAX_DEPTH,
                                      "flatten it")
         else:
             counts[-1] += add
+
+
+def describe(value: Any) -> str:
+    """A YAML value as an error message names it (policy and manifest errors share it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return f"{value!r} (a number)"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__

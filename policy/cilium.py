@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from spyglass.model.safeload import describe
 from spyglass.policy import selectors
 from spyglass.policy.fields import (
     Where,
     cidr,
     cidr_peer,
-    describe,
     known_keys,
     mapping,
     port_rule,

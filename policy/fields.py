@@ -13,10 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from spyglass.collector.filters.labels import LabelSelector, SelectorError
+from spyglass.model.labels import LabelSelector, SelectorError
+from spyglass.model.safeload import describe
 from spyglass.policy.model import PROTO_ANY, PROTO_NUMBERS, CIDRPeer, PortRule
 
 _PORT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class PolicyNotFound(LookupError):
+    """A delete or explain named a policy or pod that is not there."""
 
 
 class PolicyError(ValueError):
@@ -50,23 +55,6 @@ class Where:
 
     def fail(self, path: str, reason: str, fix: str = "") -> NoReturn:
         raise PolicyError(self.source, self.doc, self.ident, path, reason, fix)
-
-
-def describe(value: Any) -> str:
-    """A YAML value as an error message names it (shared with the lab's manifest errors)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int | float):
-        return f"{value!r} (a number)"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
 
 
 def mapping(w: Where, value: Any, path: str, example: str = "") -> Mapping[str, Any]:

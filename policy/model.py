@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from spyglass.collector.filters.labels import LabelSelector
+from spyglass.model.labels import LabelSelector
 
 KIND_NETWORK_POLICY = "NetworkPolicy"
 KIND_CNP = "CiliumNetworkPolicy"

@@ -20,13 +20,12 @@ from typing import Any, Protocol
 import yaml
 
 from spyglass.model import k8s_names
-from spyglass.model.safeload import load_yaml_all
+from spyglass.model.safeload import describe, load_yaml_all
 from spyglass.policy import selectors
 from spyglass.policy.fields import (
     PolicyError,
     Where,
     cidr_peer,
-    describe,
     known_keys,
     mapping,
     port_rule,

@@ -16,7 +16,7 @@ to add the namespace terms that each policy kind implies:
 
 from __future__ import annotations
 
-from spyglass.collector.filters.labels import LabelSelector, Requirement
+from spyglass.model.labels import LabelSelector, Requirement
 
 NAMESPACE_KEY = "io.kubernetes.pod.namespace"
 NAMESPACE_LABELS_PREFIX = "io.cilium.k8s.namespace.labels."

@@ -58,11 +58,18 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; 
   rm -rf .venv
   /usr/bin/python3 -m venv --system-site-packages .venv
 fi
+# A strict editable install: a tree of links under build/ that mypy, editors and Python all
+# read as the package `spyglass` (the top-level folders map onto spyglass.* by package-dir).
+# It lists files, so it is redone when pyproject.toml or the set of package files changes.
 stamp=.venv/.spyglass-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  say "installing spyglass (editable) with dev extras into .venv"
+files_now=$(find model bpf policy lab collector storage api agent cli ui -type f \
+              \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -name '*.yaml' -o -name 'py.typed' \
+                 -o -path 'ui/static/*' \) -not -path '*/__pycache__/*' | sort | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$files_now" ] \
+   || ! .venv/bin/python -c 'import spyglass.model' 2>/dev/null; then
+  say "installing spyglass (strict editable) with dev extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
-  touch "$stamp"
+  .venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+  echo "$files_now" > "$stamp"
 fi
 say "ready: .venv/bin/spyglass"

@@ -17,7 +17,7 @@ from spyglass.collector.filters.flags import (
     lookup_flag,
 )
 from spyglass.collector.filters.flowfilter import FIELDS, FlowFilter
-from spyglass.collector.filters.labels import LabelSelector, Requirement, SelectorError
+from spyglass.model.labels import LabelSelector, Requirement, SelectorError
 
 __all__ = [
     "FIELDS",
