@@ -17,6 +17,8 @@ Modes:
                    every testbed veth, with its perf events read as they come
 
 Everything it makes is named sgtK-* / SGTK-* / sgtk_kp and removed by name.
+The rule text each mode loads comes from bench/kube_proxy_rules.py (pure, unit
+tested without root); this file sets up, loads, measures, checks and reports.
 
     sudo .venv/bin/python bench/kube_proxy.py [--sizes 100,1000,10000] [--reps 3]
 """
@@ -24,8 +26,6 @@ Everything it makes is named sgtK-* / SGTK-* / sgtk_kp and removed by name.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import os
 import signal
@@ -35,218 +35,33 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import testbed as tb  # noqa: E402  (bench/ is not a package)
+from kube_proxy_rules import (  # noqa: E402
+    IPT_COMMENT,
+    IPT_SERVICES,
+    NAT_BUILTIN_CHAINS,
+    NFT_TABLE,
+    BenchError,
+    Service,
+    declared_chains,
+    iptables_change_text,
+    iptables_flush_restore_text,
+    iptables_jump_args,
+    iptables_remove_text,
+    iptables_restore_text,
+    make_services,
+    nft_change_text,
+    nft_ruleset_text,
+    our_iptables_chains,
+    sep_chains_changed,
+    with_one_endpoint_changed,
+)
 
-SERVICE_PORT = 80
-ENDPOINTS_PER_SERVICE = 10
-NAMESPACE = "sgtk"
-MASQ_MARK = "0x4000"
-IPT_SERVICES, IPT_NODEPORTS, IPT_MARK_MASQ = "SGTK-SERVICES", "SGTK-NODEPORTS", "SGTK-MARK-MASQ"
-IPT_COMMENT = "sgtK kube-proxy bench"
-NFT_TABLE = "sgtk_kp"
 MODES = ("direct", "iptables-legacy", "iptables-nft", "nftables", "spyglass")
-
-
-class BenchError(RuntimeError):
-    """A mode could not be set up or left something behind; the message says what."""
-
-
-@dataclass(frozen=True)
-class Service:
-    """One ClusterIP service port, as kube-proxy sees it."""
-
-    index: int
-    vip: str
-    endpoints: tuple[tuple[str, int], ...]
-    port: int = SERVICE_PORT
-    namespace: str = NAMESPACE
-    port_name: str = "http"
-
-    @property
-    def name(self) -> str:
-        return f"svc-{self.index:05d}"
-
-    @property
-    def port_key(self) -> str:
-        """kube-proxy's ServicePortName string: ns/name:port."""
-        return f"{self.namespace}/{self.name}:{self.port_name}"
-
-
-def make_services(n: int, vips: Sequence[str], pool: Sequence[str],
-                  target_port: int = tb.SERVER_PORT) -> list[Service]:
-    """N services, each with 10 distinct endpoints from the pool (service i
-    takes pool[i..i+9], wrapping), so neighbouring services share backends."""
-    if len(pool) < ENDPOINTS_PER_SERVICE:
-        raise BenchError(f"the backend pool has {len(pool)} addresses; a service needs "
-                         f"{ENDPOINTS_PER_SERVICE}: give the testbed more backend addresses")
-    if len(vips) < n:
-        raise BenchError(f"{len(vips)} VIPs for {n} services")
-    return [Service(i, vips[i], tuple((pool[(i + j) % len(pool)], target_port)
-                                      for j in range(ENDPOINTS_PER_SERVICE)))
-            for i in range(n)]
-
-
-def with_one_endpoint_changed(svc: Service, pool: Sequence[str]) -> Service:
-    """The service with its last endpoint swapped for a pool address it does not use."""
-    used = {ip for ip, _ in svc.endpoints}
-    spare = next((ip for ip in pool if ip not in used), None)
-    if spare is None:
-        raise BenchError("no spare backend address to change an endpoint to: the pool must "
-                         f"hold more than {ENDPOINTS_PER_SERVICE} addresses")
-    return replace(svc, endpoints=svc.endpoints[:-1] + ((spare, svc.endpoints[-1][1]),))
-
-
-# -- kube-proxy iptables mode -------------------------------------------------------------
-
-def _hash(text: str, length: int) -> str:
-    """kube-proxy's chain-name hash: base32 of sha256, truncated."""
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length]
-
-
-def svc_chain(svc: Service) -> str:
-    return f"SGTK-SVC-{_hash(svc.port_key + 'tcp', 16)}"
-
-
-def sep_chain(svc: Service, ep: tuple[str, int]) -> str:
-    return f"SGTK-SEP-{_hash(svc.port_key + 'tcp' + f'{ep[0]}:{ep[1]}', 16)}"
-
-
-def _svc_rules(svc: Service, pod_cidr: str) -> list[str]:
-    chain, n = svc_chain(svc), len(svc.endpoints)
-    lines = [f'-A {chain} ! -s {pod_cidr} -d {svc.vip}/32 -p tcp -m comment --comment '
-             f'"{svc.port_key} cluster IP" -m tcp --dport {svc.port} -j {IPT_MARK_MASQ}']
-    for i, ep in enumerate(svc.endpoints):
-        pick = (f" -m statistic --mode random --probability {1.0 / (n - i):0.10f}"
-                if i < n - 1 else "")
-        lines.append(f'-A {chain} -m comment --comment "{svc.port_key} -> {ep[0]}:{ep[1]}"'
-                     f"{pick} -j {sep_chain(svc, ep)}")
-    for ep in svc.endpoints:
-        sep = sep_chain(svc, ep)
-        lines.append(f'-A {sep} -s {ep[0]}/32 -m comment --comment {svc.port_key} '
-                     f"-j {IPT_MARK_MASQ}")
-        lines.append(f"-A {sep} -p tcp -m comment --comment {svc.port_key} -m tcp "
-                     f"-j DNAT --to-destination {ep[0]}:{ep[1]}")
-    return lines
-
-
-def iptables_restore_text(services: Sequence[Service], pod_cidr: str) -> str:
-    """All N services as one `iptables-restore --noflush` input, in kube-proxy's
-    shape: SGTK-SERVICES holds one rule per ClusterIP:port in the given order
-    (so services[0] is matched first and services[-1] last), then the
-    nodeports rule that kube-proxy keeps last."""
-    chains = [IPT_SERVICES, IPT_NODEPORTS, IPT_MARK_MASQ]
-    for svc in services:
-        chains.append(svc_chain(svc))
-        chains += [sep_chain(svc, ep) for ep in svc.endpoints]
-    lines = ["*nat"] + [f":{c} - [0:0]" for c in chains]
-    lines.append(f"-A {IPT_MARK_MASQ} -j MARK --or-mark {MASQ_MARK}")
-    for svc in services:
-        lines.append(f'-A {IPT_SERVICES} -d {svc.vip}/32 -p tcp -m comment --comment '
-                     f'"{svc.port_key} cluster IP" -m tcp --dport {svc.port} -j {svc_chain(svc)}')
-    lines.append(f'-A {IPT_SERVICES} -m comment --comment "kubernetes service nodeports; NOTE: '
-                 f'this must be the last rule in this chain" -m addrtype --dst-type LOCAL '
-                 f"-j {IPT_NODEPORTS}")
-    for svc in services:
-        lines += _svc_rules(svc, pod_cidr)
-    return "\n".join(lines + ["COMMIT", ""])
-
-
-def iptables_change_text(old: Service, new: Service, pod_cidr: str) -> str:
-    """kube-proxy's partial sync for one endpoint change: rewrite the service
-    chain, add the new endpoint's chain, flush and delete the old one."""
-    gone = [sep_chain(old, ep) for ep in old.endpoints if ep not in new.endpoints]
-    added = [sep_chain(new, ep) for ep in new.endpoints if ep not in old.endpoints]
-    lines = ["*nat", f":{svc_chain(new)} - [0:0]"] + [f":{c} - [0:0]" for c in added + gone]
-    rules = _svc_rules(new, pod_cidr)
-    keep_sep = {svc_chain(new)} | set(added)
-    lines += [r for r in rules if r.split()[1] in keep_sep]
-    lines += [f"-X {c}" for c in gone]
-    return "\n".join(lines + ["COMMIT", ""])
-
-
-def iptables_remove_text(chains: Sequence[str]) -> str:
-    """Flush, then delete, exactly these chains (ours, by name)."""
-    lines = ["*nat"] + [f":{c} - [0:0]" for c in chains] + [f"-X {c}" for c in chains]
-    return "\n".join(lines + ["COMMIT", ""])
-
-
-def our_iptables_chains(save_text: str) -> list[str]:
-    return [line[1:].split()[0] for line in save_text.splitlines()
-            if line.startswith(":SGTK-")]
-
-
-# -- kube-proxy nftables mode -------------------------------------------------------------
-
-def nft_service_chain(svc: Service) -> str:
-    key = f"{svc.namespace}/{svc.name}/tcp/{svc.port_name}"
-    return f"service-{_hash(key, 8)}-{key}"
-
-
-def nft_endpoint_chain(svc: Service, ep: tuple[str, int]) -> str:
-    key = f"{svc.namespace}/{svc.name}/tcp/{svc.port_name}__{ep[0]}/{ep[1]}"
-    return f"endpoint-{_hash(key, 8)}-{key}"
-
-
-def _nft_service_rules(svc: Service, table: str, pod_cidr: str) -> list[str]:
-    chain = nft_service_chain(svc)
-    picks = ", ".join(f"{i} : goto {nft_endpoint_chain(svc, ep)}"
-                      for i, ep in enumerate(svc.endpoints))
-    return [f"add rule ip {table} {chain} ip daddr {svc.vip} tcp dport {svc.port} "
-            f"ip saddr != {pod_cidr} jump mark-for-masquerade",
-            f"add rule ip {table} {chain} numgen random mod {len(svc.endpoints)} "
-            f"vmap {{ {picks} }}"]
-
-
-def _nft_endpoint(svc: Service, ep: tuple[str, int], table: str) -> list[str]:
-    chain = nft_endpoint_chain(svc, ep)
-    return [f"add chain ip {table} {chain}",
-            f"add rule ip {table} {chain} ip saddr {ep[0]} jump mark-for-masquerade",
-            f"add rule ip {table} {chain} meta l4proto tcp dnat to {ep[0]}:{ep[1]}"]
-
-
-def nft_ruleset_text(services: Sequence[Service], client_if: str, pod_cidr: str,
-                     table: str = NFT_TABLE) -> str:
-    """All N services as one `nft -f` transaction in kube-proxy's nftables shape.
-    Only packets arriving on the testbed's client interface enter `services`."""
-    lines = [f'add table ip {table} {{ comment "sgtK kube-proxy bench" ; }}',
-             f"add chain ip {table} mark-for-masquerade",
-             f"add rule ip {table} mark-for-masquerade mark set mark or {MASQ_MARK}",
-             f"add chain ip {table} services",
-             f"add chain ip {table} nat-prerouting {{ type nat hook prerouting priority dstnat ; "
-             "policy accept ; }",
-             f'add rule ip {table} nat-prerouting iifname "{client_if}" jump services',
-             f"add map ip {table} service-ips {{ type ipv4_addr . inet_proto . inet_service : "
-             'verdict ; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
-             f"add rule ip {table} services ip daddr . meta l4proto . th dport "
-             "vmap @service-ips"]
-    for svc in services:
-        for ep in svc.endpoints:
-            lines += _nft_endpoint(svc, ep, table)
-        lines.append(f"add chain ip {table} {nft_service_chain(svc)}")
-        lines += _nft_service_rules(svc, table, pod_cidr)
-        lines.append(f"add element ip {table} service-ips {{ {svc.vip} . tcp . {svc.port} : "
-                     f"goto {nft_service_chain(svc)} }}")
-    return "\n".join(lines + [""])
-
-
-def nft_change_text(old: Service, new: Service, pod_cidr: str, table: str = NFT_TABLE) -> str:
-    """kube-proxy's nftables update for one endpoint: new endpoint chain, the
-    service chain rewritten, the old endpoint chain deleted, in one transaction."""
-    lines: list[str] = []
-    for ep in new.endpoints:
-        if ep not in old.endpoints:
-            lines += _nft_endpoint(new, ep, table)
-    lines.append(f"flush chain ip {table} {nft_service_chain(new)}")
-    lines += _nft_service_rules(new, table, pod_cidr)
-    for ep in old.endpoints:
-        if ep not in new.endpoints:
-            lines.append(f"flush chain ip {table} {nft_endpoint_chain(old, ep)}")
-            lines.append(f"delete chain ip {table} {nft_endpoint_chain(old, ep)}")
-    return "\n".join(lines + [""])
 
 
 # -- modes ----------------------------------------------------------------------------------
@@ -307,8 +122,6 @@ class IptablesMode:
     did not exist before this mode made it, i.e. everything in it is ours.
     """
 
-    BUILTIN = ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING")
-
     def __init__(self, variant: str, client_if: str, pod_cidr: str,
                  noflush_max: int = 1000) -> None:
         self.name = f"iptables-{variant}"
@@ -321,12 +134,8 @@ class IptablesMode:
     def _tool(self, suffix: str = "") -> str:
         return f"iptables-{self.variant}{suffix}"
 
-    def _jump_spec(self) -> list[str]:
-        return ["PREROUTING", "-i", self.client_if, "-m", "comment", "--comment", IPT_COMMENT,
-                "-j", IPT_SERVICES]
-
     def _jump(self, op: str) -> list[str]:
-        return [self._tool(), "-w", "-t", "nat", op, *self._jump_spec()]
+        return [self._tool(), "-w", "-t", "nat", op, *iptables_jump_args(self.client_if)]
 
     def _saved(self) -> str:
         proc = subprocess.run([self._tool("-save"), "-t", "nat"], capture_output=True, text=True)
@@ -343,7 +152,7 @@ class IptablesMode:
         if self.variant == "nft":
             self._made_nft_nat = not _nft_table_exists("nat")
         text = iptables_restore_text(services, self.pod_cidr)
-        self._chains = [line[1:].split()[0] for line in text.splitlines() if line[:1] == ":"]
+        self._chains = declared_chains(text)
         self.flush_loaded = self.variant == "nft" and len(services) > self.noflush_max
         if self.flush_loaded and not self._made_nft_nat:
             raise BenchError(f"{self.name}: {len(services)} services need the flushing restore "
@@ -351,10 +160,7 @@ class IptablesMode:
                              "hold others' rules: run at most --ipt-nft-noflush-max services")
         try:
             if self.flush_loaded:
-                head = [f":{c} ACCEPT [0:0]" for c in self.BUILTIN]
-                jump = "-A " + " ".join(f'"{w}"' if " " in w else w for w in self._jump_spec())
-                full = text.replace("*nat\n", "*nat\n" + "\n".join(head) + "\n", 1)
-                full = full.replace("COMMIT\n", jump + "\nCOMMIT\n")
+                full = iptables_flush_restore_text(text, self.client_if)
                 return _run([self._tool("-restore"), "-w"], full,
                             f"{self.name} flushing restore of {len(services)} services")
             elapsed = _run([self._tool("-restore"), "-w", "--noflush"], text,
@@ -369,9 +175,8 @@ class IptablesMode:
         text = iptables_change_text(old, new, self.pod_cidr)
         elapsed = _run([self._tool("-restore"), "-w", "--noflush"], text,
                        f"{self.name} endpoint change")
-        gone = {sep_chain(old, ep) for ep in old.endpoints if ep not in new.endpoints}
-        self._chains = [c for c in self._chains if c not in gone]
-        self._chains += [sep_chain(new, ep) for ep in new.endpoints if ep not in old.endpoints]
+        added, gone = sep_chains_changed(old, new)
+        self._chains = [c for c in self._chains if c not in gone] + added
         return elapsed
 
     def _nat_table_is_all_ours(self) -> bool:
@@ -382,9 +187,9 @@ class IptablesMode:
             return False
         chains = [item["chain"]["name"] for item in json.loads(proc.stdout)["nftables"]
                   if "chain" in item and item["chain"]["table"] == "nat"]
-        if any(c not in self.BUILTIN and not c.startswith("SGTK-") for c in chains):
+        if any(c not in NAT_BUILTIN_CHAINS and not c.startswith("SGTK-") for c in chains):
             return False
-        for chain in set(chains) & set(self.BUILTIN):
+        for chain in set(chains) & set(NAT_BUILTIN_CHAINS):
             body = subprocess.run(["nft", "list", "chain", "ip", "nat", chain],
                                   capture_output=True, text=True).stdout.splitlines()
             rules = [ln.strip() for ln in body[3:] if ln.strip() not in ("", "}")]
@@ -475,7 +280,7 @@ class SpyglassMode:
     def available() -> str | None:
         """Why the mode cannot run here (None if it can)."""
         try:
-            from spyglass.bpf import services  # noqa: F401
+            from spyglass.model import services  # noqa: F401
             from spyglass.bpf.datapath import Datapath
         except ImportError as exc:
             return f"spyglass.model.services is not importable ({exc}): the LB has not landed"
@@ -761,7 +566,8 @@ def run(sizes: Sequence[int], modes: Sequence[str], reps: int, seconds: float, t
         with tb.Testbed.create(plan, tool) as bed:
             pool = bed.backend_ips
             for n in sizes:
-                services = make_services(n, [plan.vip(i) for i in range(n)], pool)
+                services = make_services(n, [plan.vip(i) for i in range(n)], pool,
+                                         tb.SERVER_PORT)
                 for rep in range(reps):
                     order = list(modes[rep % len(modes):]) + list(modes[:rep % len(modes)])
                     for name in order:

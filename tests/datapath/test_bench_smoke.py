@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.datapath, pytest.mark.timeout(120)]
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 kp = importlib.import_module("kube_proxy")
+kpr = importlib.import_module("kube_proxy_rules")
 tb = importlib.import_module("testbed")
 
 TAG = f"{os.getpid() % 100000}"
@@ -53,7 +54,7 @@ def _mode(name: str, testbed: object) -> object:
         return kp.NftablesMode(plan.client_if, str(plan.pod_net), table=f"sgtk_kp_{TAG}")
     if name.startswith("iptables-"):
         mode = kp.IptablesMode(name.split("-", 1)[1], plan.client_if, str(plan.pod_net))
-        if kp.our_iptables_chains(mode._saved()):
+        if kpr.our_iptables_chains(mode._saved()):
             pytest.skip(f"SGTK-* chains exist in {name}: a benchmark run holds them")
         return mode
     if name == "spyglass":
@@ -67,7 +68,7 @@ def _mode(name: str, testbed: object) -> object:
 def test_mode_reaches_backends_and_cleans_up(bed: object, name: str) -> None:
     plan = bed.plan  # type: ignore[attr-defined]
     pool = bed.backend_ips  # type: ignore[attr-defined]
-    services = kp.make_services(N, [plan.vip(i) for i in range(N)], pool)
+    services = kpr.make_services(N, [plan.vip(i) for i in range(N)], pool, tb.SERVER_PORT)
     mode = _mode(name, bed)
     rec = kp.run_mode(mode, bed, services, pool, rep=0, seconds=0.2, check_seconds=0.2)
     assert set(rec.runs) == {"first/connect", "first/rr", "last/connect", "last/rr"}
