@@ -72,7 +72,7 @@ struct sg_ct_entry {
 	__u8  pad[7];
 };
 
-BPF_TABLE("lru_hash", struct sg_ct_key, struct sg_ct_entry, sg_ct, SG_CT_SIZE);
+SG_MAP("lru_hash", struct sg_ct_key, struct sg_ct_entry, sg_ct, SG_CT_SIZE);
 
 static __always_inline int sg_ct_expired(const struct sg_ct_entry *e, __u8 proto, __u64 now)
 {

@@ -361,13 +361,12 @@ static __always_inline void sg_emit(struct __sk_buff *skb, const struct sg_pkt *
 	}
 
 	ret = sg_events.perf_submit(skb, evp, sizeof(*evp));
-	if (ret < 0) {
-		/* The perf lost callback only learns of a loss at the next
-		 * successful write; this counter is exact. */
-		__u64 *fails = sg_submit_fail.lookup(&zero);
-		if (fails)
-			*fails += 1;
-	}
+	/* The perf lost callback only learns of a loss at the next successful write;
+	 * these counters are exact. With no ring behind a slot (no agent reading) every
+	 * submit fails and is counted, so a restart can report the gap to the event. */
+	__u64 *count = ret < 0 ? sg_submit_fail.lookup(&zero) : sg_submit_ok.lookup(&zero);
+	if (count)
+		*count += 1;
 }
 
 /* ---- service load balancing (lb.h holds the pure half) ---------------------- */

@@ -1,13 +1,15 @@
 """Compile, load, attach and program the TC datapath (bpf/datapath.c).
 
-One `Datapath` owns one bcc module: its maps are pinned under `pin_dir` so
-that a crashed agent can be cleaned up (`cleanup`) and tools can inspect them,
-and its two programs are attached to the host side of each pod veth. Map
-writes go straight through libbcc with the ctypes layouts of `maps.py`, so the
-encoding is the one the unit tests check.
+One `Datapath` owns one bcc module. Its stateful maps are pinned under `pin_dir`
+(`pins.py`): the first load creates them, and every later load **adopts** them, so an
+agent that restarts finds conntrack, policy, services and endpoints as they were and
+writes only what differs. Its two programs are attached to the host side of each pod
+veth by an atomic `tc filter replace`, so swapping in a new agent's programs never
+leaves a packet without one. Map writes go straight through libbcc with the ctypes
+layouts of `maps.py`, so the encoding is the one the unit tests check.
 
-The perf event array `sg_events` is filled by the collector with its own
-per-CPU perf fds (`events_map_fd`); nothing here opens perf buffers.
+The perf event array `sg_events` is made afresh by each load and filled by the collector
+with its per-CPU perf rings (`events_map_fd`) before the programs are attached.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import errno
 import ipaddress
 import os
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -26,15 +29,15 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from spyglass.bpf import kernel, tc
+from spyglass.bpf import kernel, pins, tc
 from spyglass.bpf.lb_plan import LB_MAPS, BatchOp, ServicePlan, ServiceTable
 from spyglass.bpf.maps import (
     CFG_POLICY_AUDIT,
-    MAP_NAMES,
     POLICY_MAPS,
     Config,
     CtEntry,
     DatapathEndpoint,
+    EndpointInfo,
     IpcacheValue,
     MapOp,
     config_value,
@@ -158,30 +161,35 @@ class Datapath:
         self.pin_dir = pin_dir
         self._closed = False
         self._attached: set[int] = set()
-        self._pinned: list[str] = []
         self._bpf: Any = None
         self._config = config
         #: What load_policy last wrote, per map (the ipcache part: CIDR entries only).
         self._policy: dict[str, dict[bytes, bytes]] = {name: {} for name in POLICY_MAPS}
         self._policy_cidrs: dict[bytes, bytes] = {}  # wanted, including ones a pod shadows
         self._pod_keys: dict[bytes, DatapathEndpoint] = {}  # pod /32 ipcache keys
+        self._endpoints: dict[int, DatapathEndpoint] = {}  # by host ifindex
         self._no_batch: set[str] = set()
         self._services = ServiceTable()
         for probe in (kernel.probe_root, kernel.probe_bcc, kernel.probe_kernel_headers):
             ok, detail = probe()
             if not ok:
                 raise DatapathError(detail)
-        self._check_pins()
+        self._prepare_pin_dir()
+        #: Whether this load found a datapath pinned by an earlier agent and took it over.
+        self.adopted = pins.was_loaded(pin_dir)
         self._bpf, self._fns = self._load([
+            f'-DSG_PIN_DIR="{pin_dir}"',
             f"-DSG_CT_SIZE={ct_size}", f"-DSG_POLICY_SIZE={policy_size}",
             f"-DSG_LB_CT_SIZE={min(2 * ct_size, 1 << 24)}",
             f"-DSG_SERVICES_SIZE={services_size}", f"-DSG_BACKENDS_SIZE={backends_size}",
             *svc_flags])
         try:
+            self._check_adopted()
             self._write("sg_config", ct.c_uint32(0), config)
-            self._pin_all()
+            if self.adopted:
+                self._read_back()
         except BaseException:
-            self.close()
+            self.close(detach=False, unpin=not self.adopted)
             raise
 
     # -- setup -----------------------------------------------------------------
@@ -220,28 +228,41 @@ class Datapath:
                 ) from None
         return bpf, fns
 
-    def _check_pins(self) -> None:
-        stale = [n for n in MAP_NAMES if os.path.exists(os.path.join(self.pin_dir, n))]
-        if stale:
-            raise DatapathError(
-                f"{', '.join(stale)} already pinned in {self.pin_dir}: another spyglass datapath "
-                "is running, or one crashed; stop it or run `spyglass down` "
-                "(spyglass.bpf.datapath.cleanup) first")
-
-    def _pin_all(self) -> None:
+    def _prepare_pin_dir(self) -> None:
         real = os.path.realpath(self.pin_dir)
         if not any(real == m or real.startswith(m + "/") for m in _bpffs_mounts()):
             raise DatapathError(f"{self.pin_dir} is not on a bpf filesystem: mount -t bpf bpf "
                                 "/sys/fs/bpf or choose a pin_dir under it")
+        if '"' in self.pin_dir or "\\" in self.pin_dir:
+            raise DatapathError(f"pin dir {self.pin_dir!r} may not contain quotes or backslashes")
         os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
-        lib = _lib()
-        for name in MAP_NAMES:
-            path = os.path.join(self.pin_dir, name)
-            ret = lib.bpf_obj_pin(self._bpf[name].map_fd, path.encode())
-            if ret < 0:
-                code = ct.get_errno() or -ret
-                raise DatapathError(f"pinning {name} at {path} failed: {os.strerror(code)}")
-            self._pinned.append(path)
+
+    def _check_adopted(self) -> None:
+        """bcc reuses a pinned map whatever its size: refuse one this load did not mean."""
+        actual, wanted = {}, {}
+        for name in pins.PINNED_MAPS:
+            table = self._bpf[name]
+            actual[name] = pins.shape(table.map_fd)
+            leaf = getattr(table, "sLeaf", table.Leaf)  # a per-CPU map's one-CPU value
+            wanted[name] = pins.MapShape(ct.sizeof(table.Key), ct.sizeof(leaf),
+                                         int(table.max_entries))
+        try:
+            pins.check_definitions(actual, wanted, self.pin_dir)
+        except pins.PinError as exc:
+            raise DatapathError(str(exc)) from None
+
+    def _read_back(self) -> None:
+        """An adopted datapath: believe the kernel's maps, so later loads write only diffs."""
+        self._resync_policy()
+        self._services.resync(*(self._read_map(name) for name in LB_MAPS))
+        ipcache = self._read_map("sg_ipcache")
+        for raw_key, raw_value in self._read_map("sg_endpoints").items():
+            ep = _endpoint_from_map(raw_key, raw_value)
+            key = bytes(ipcache_key(f"{ep.ipv4}/32"))
+            self._endpoints[ep.ifindex] = ep
+            if key in ipcache:
+                self._pod_keys[key] = ep
+        self._policy_cidrs = dict(self._policy["sg_ipcache"])
 
     # -- map writes -----------------------------------------------------------
 
@@ -280,17 +301,19 @@ class Datapath:
     def attached(self) -> frozenset[int]:
         return frozenset(self._attached)
 
-    def attach(self, ifindex: int) -> None:
+    def attach(self, ifindex: int) -> str:
+        """Attach (or swap in, atomically) the programs on a pod veth: 'attached'|'replaced'."""
         if self._closed:
             raise DatapathError("the datapath is closed")
         with IPRoute() as ipr:
             if not _link_exists(ipr, ifindex):
                 raise DatapathError(f"no network interface with ifindex {ifindex}: is the pod "
                                     "still there? (ip -o link)")
-            tc.attach(ipr, ifindex,
-                      ingress=(self._fns["from_container"].fd, "from_container"),
-                      egress=(self._fns["to_container"].fd, "to_container"))
+            done = tc.attach(ipr, ifindex,
+                             ingress=(self._fns["from_container"].fd, "from_container"),
+                             egress=(self._fns["to_container"].fd, "to_container"))
         self._attached.add(ifindex)
+        return "replaced" if "replaced" in done else "attached"
 
     def detach(self, ifindex: int) -> None:
         with IPRoute() as ipr:
@@ -299,6 +322,7 @@ class Datapath:
 
     def upsert_endpoint(self, ep: DatapathEndpoint) -> None:
         key = ipcache_key(f"{ep.ipv4}/32")
+        self._endpoints[ep.ifindex] = ep
         self._write("sg_endpoints", endpoint_key(ep), endpoint_value(ep))
         self._write("sg_ipcache", key, ipcache_value(ep.identity, ep.ep_id, flags=1))
         # A pod's /32 outranks a policy CIDR of the same prefix (it overwrote it).
@@ -307,15 +331,43 @@ class Datapath:
 
     def delete_endpoint(self, ep: DatapathEndpoint) -> None:
         key = ipcache_key(f"{ep.ipv4}/32")
+        self._endpoints.pop(ep.ifindex, None)
         self._delete("sg_endpoints", endpoint_key(ep))
         self._delete("sg_ipcache", key)
         raw = bytes(key)
-        if self._pod_keys.get(raw) == ep:
+        if raw in self._pod_keys and _same(self._pod_keys[raw], ep):
             del self._pod_keys[raw]
         cidr_value = self._policy_cidrs.get(raw)
         if cidr_value is not None:  # the policy's /32 CIDR comes back from under the pod
             self._write("sg_ipcache", key, IpcacheValue.from_buffer_copy(cidr_value))
             self._policy["sg_ipcache"][raw] = cidr_value
+
+    def sync_endpoints(self, wanted: Sequence[DatapathEndpoint]) -> tuple[int, int]:
+        """Make the endpoint maps hold exactly `wanted`; returns (written, deleted).
+
+        Endpoints whose entries already say the same are not touched, so an agent that
+        adopts a datapath rewrites nothing for pods that did not change while it was away.
+        """
+        want = {ep.ifindex: ep for ep in wanted}
+        written = deleted = 0
+        for ifindex, have in sorted(self._endpoints.items()):
+            new = want.get(ifindex)
+            if new is None or not _same(new, have):
+                self.delete_endpoint(have)
+                deleted += 1
+        for ifindex, ep in sorted(want.items()):
+            have = self._endpoints.get(ifindex)
+            if have is None or not _same(have, ep):
+                self.upsert_endpoint(ep)
+                written += 1
+            else:
+                self._endpoints[ifindex] = ep  # keep the name the caller knows it by
+        return written, deleted
+
+    @property
+    def endpoints(self) -> dict[int, DatapathEndpoint]:
+        """The endpoints programmed now, by host ifindex."""
+        return dict(self._endpoints)
 
     def upsert_ipcache(self, cidr: str, identity: int, ep_id: int = 0) -> None:
         self._write("sg_ipcache", ipcache_key(cidr), ipcache_value(identity, ep_id))
@@ -438,16 +490,32 @@ class Datapath:
         return {name: self._read_policy_map(name) for name in POLICY_MAPS}
 
     def submit_failures(self) -> list[int]:
-        """Cumulative perf_submit failures per possible CPU (exact, unlike lost_cb)."""
-        from bcc.libbcc import lib
-        from bcc.utils import get_possible_cpus
+        """Cumulative perf_submit failures per possible CPU (exact, unlike lost_cb); they
+        count across agent restarts, since the counter is pinned."""
+        return [v[0] for v in pins.read_percpu_u64(self._fd("sg_submit_fail"))]
 
-        ncpu = len(get_possible_cpus())
-        values = (ct.c_uint64 * ncpu)()
-        ret = lib.bpf_lookup_elem(self._fd("sg_submit_fail"), ct.byref(ct.c_uint32(0)),
-                                  ct.byref(values))
-        _check(ret, "reading sg_submit_fail")
-        return [int(v) for v in values]
+    def submitted(self) -> list[int]:
+        """Cumulative successful perf_submits per possible CPU (pinned like the failures)."""
+        return [v[0] for v in pins.read_percpu_u64(self._fd("sg_submit_ok"))]
+
+    def reader_state(self) -> list[pins.ReaderState]:
+        """What the agents delivered per CPU, and which failures they told (sg_reader)."""
+        return pins.read_reader(self._fd("sg_reader"))
+
+    def save_reader_state(self, states: list[pins.ReaderState]) -> None:
+        pins.write_reader(self._fd("sg_reader"), states)
+
+    def begin_generation(self, pid: int, now_ns: int) -> tuple[pins.AgentInfo, pins.AgentInfo]:
+        """Record a new agent generation; returns (the previous record, the new one).
+
+        A generation that starts on an adopted datapath is a restart, and counts as one.
+        """
+        fd = self._fd("sg_agent")
+        before = pins.read_agent(fd)
+        after = pins.AgentInfo(before.generation + 1, now_ns, pid,
+                               before.restarts + (1 if self.adopted else 0))
+        pins.write_agent(fd, after)
+        return before, after
 
     # -- policy map plumbing ---------------------------------------------------
 
@@ -556,25 +624,26 @@ class Datapath:
                                   ct.byref(entry))
         return entry if ret == 0 else None
 
-    def close(self) -> None:
-        """Detach everywhere, unpin, free. Safe to call twice and after a failed init."""
+    def close(self, *, detach: bool = True, unpin: bool = True) -> None:
+        """Free this load. By default detach everywhere and unpin: the datapath is gone.
+
+        `detach=False, unpin=False` leaves the programs attached and the maps pinned, so
+        the pods stay enforced while no agent runs and the next agent adopts it all.
+        Safe to call twice and after a failed init.
+        """
         if self._closed:
             return
         self._closed = True
         errors: list[str] = []
-        for ifindex in sorted(self._attached):
+        for ifindex in sorted(self._attached) if detach else ():
             try:
                 with IPRoute() as ipr:
                     tc.detach(ipr, ifindex)
             except Exception as exc:  # keep going: unpinning matters more
                 errors.append(f"detaching ifindex {ifindex}: {exc}")
         self._attached.clear()
-        for path in self._pinned:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        self._pinned.clear()
-        with contextlib.suppress(OSError):
-            os.rmdir(self.pin_dir)
+        if unpin:
+            pins.unpin_all(self.pin_dir)
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -603,19 +672,23 @@ def _bpffs_mounts() -> list[str]:
 
 
 def cleanup(pin_dir: str = DEFAULT_PIN_DIR, ifname_prefix: str = "lxc") -> list[str]:
-    """Undo a crashed datapath: our tc filters on `ifname_prefix*` links and our pins.
+    """Undo a datapath left behind: our tc filters on `ifname_prefix*` links and our pins.
 
     Only filters named `spyglass:*` are removed, and a clsact qdisc only when
     nothing else is attached to it. Returns a line per thing removed.
     """
-    done: list[str] = list(tc.cleanup_links(ifname_prefix))
-    for name in MAP_NAMES:
-        path = os.path.join(pin_dir, name)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        done.append(f"unpinned {path}")
-    with contextlib.suppress(FileNotFoundError, OSError):
-        os.rmdir(pin_dir)
-    return done
+    return [*tc.cleanup_links(ifname_prefix), *pins.unpin_all(pin_dir)]
+
+
+def _same(a: DatapathEndpoint, b: DatapathEndpoint) -> bool:
+    """Equal as the maps hold them (the interface's name is not in the maps)."""
+    return (a.ifindex, a.ep_id, a.identity, a.ipv4) == (b.ifindex, b.ep_id, b.identity, b.ipv4)
+
+
+def _endpoint_from_map(raw_key: bytes, raw_value: bytes) -> DatapathEndpoint:
+    """An sg_endpoints entry back as the endpoint that wrote it (name unknown)."""
+    ifindex = int.from_bytes(raw_key[:4], sys.byteorder)
+    info = EndpointInfo.from_buffer_copy(raw_value)
+    ipv4 = str(ipaddress.IPv4Address(int(info.ipv4).to_bytes(4, sys.byteorder)))
+    return DatapathEndpoint(ifindex=ifindex, ifname="", ep_id=int(info.ep_id),
+                            identity=int(info.identity), ipv4=ipv4)

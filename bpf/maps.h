@@ -11,6 +11,18 @@
 
 #include "spyglass_event.h"
 
+/* Every stateful map is pinned under SG_PIN_DIR (bpf/datapath.py passes it) and reused by
+ * the next load: a restarted agent gets the same conntrack, policy, services and counters,
+ * so the datapath never loses state while no agent runs. */
+#ifndef SG_PIN_DIR
+#error "SG_PIN_DIR must name the pin directory (bpf/datapath.py defines it)"
+#endif
+#define SG_PIN_PATH(n) SG_PIN_DIR "/" #n
+#define SG_MAP(type, key, leaf, name, size) \
+	BPF_TABLE_PINNED(type, key, leaf, name, size, SG_PIN_PATH(name))
+#define SG_LPM(key, leaf, name, size) \
+	BPF_TABLE_PINNED7("lpm_trie", key, leaf, name, size, SG_PIN_PATH(name), BPF_F_NO_PREALLOC)
+
 #ifndef SG_CT_SIZE
 #define SG_CT_SIZE 65536
 #endif
@@ -191,6 +203,21 @@ struct sg_lb_affinity_value {
 	__u32 pad2;
 };
 
+/* sg_reader (per CPU): what the agents delivered from this CPU's perf ring and which
+ * perf_submit failures they already reported; written by userspace after each batch. */
+struct sg_reader_state {
+	__u64 delivered;
+	__u64 failures_told;
+};
+
+/* sg_agent[0]: which agent generation runs the datapath (restarts counted here). */
+struct sg_agent_info {
+	__u64 generation;
+	__u64 started_ns;     /* CLOCK_REALTIME of the current generation's start */
+	__u64 pid;
+	__u64 restarts;       /* generations that adopted a running datapath */
+};
+
 /* Per-CPU scratch space for what does not fit the 512-byte BPF stack (bcc
  * 0.26 cannot load BPF-to-BPF calls, so every helper is inlined into one frame). */
 struct sg_scratch {
@@ -198,20 +225,26 @@ struct sg_scratch {
 	struct sg_ct_entry ct;    /* sg_ct_commit's fresh entry */
 };
 
+/* The perf event array is the one map made afresh by every load (bcc cannot pin one):
+ * the agent fills it with its per-CPU perf rings before the programs are swapped in. */
 BPF_PERF_OUTPUT(sg_events);
 BPF_PERCPU_ARRAY(sg_scratch, struct sg_scratch, 1);
-BPF_PERCPU_ARRAY(sg_submit_fail, __u64, 1);
-BPF_HASH(sg_endpoints, __u32, struct sg_endpoint_info, SG_ENDPOINTS_SIZE);
-BPF_LPM_TRIE(sg_ipcache, struct sg_ipcache_key, struct sg_ipcache_value, SG_IPCACHE_SIZE);
-BPF_ARRAY(sg_config, struct sg_config, 1);
-BPF_LPM_TRIE(sg_policy_allow, struct sg_policy_key, struct sg_policy_value, SG_POLICY_SIZE);
-BPF_LPM_TRIE(sg_policy_deny, struct sg_policy_key, struct sg_policy_value, SG_POLICY_SIZE);
-BPF_HASH(sg_policy_selected, struct sg_policy_sel_key, struct sg_policy_sel_value,
-	 SG_POLICY_SELECTED_SIZE);
-BPF_HASH(sg_services, struct sg_lb_svc_key, struct sg_lb_svc_value, SG_SERVICES_SIZE);
-BPF_HASH(sg_backends, struct sg_lb_backend_key, struct sg_lb_backend, SG_BACKENDS_SIZE);
-BPF_TABLE("lru_hash", struct sg_ct_key, struct sg_lb_ct_value, sg_lb_ct, SG_LB_CT_SIZE);
-BPF_TABLE("lru_hash", struct sg_lb_affinity_key, struct sg_lb_affinity_value, sg_lb_affinity,
-	  SG_LB_AFFINITY_SIZE);
+SG_MAP("percpu_array", int, __u64, sg_submit_fail, 1);
+SG_MAP("percpu_array", int, __u64, sg_submit_ok, 1);
+SG_MAP("hash", __u32, struct sg_endpoint_info, sg_endpoints, SG_ENDPOINTS_SIZE);
+SG_LPM(struct sg_ipcache_key, struct sg_ipcache_value, sg_ipcache, SG_IPCACHE_SIZE);
+SG_MAP("array", int, struct sg_config, sg_config, 1);
+SG_LPM(struct sg_policy_key, struct sg_policy_value, sg_policy_allow, SG_POLICY_SIZE);
+SG_LPM(struct sg_policy_key, struct sg_policy_value, sg_policy_deny, SG_POLICY_SIZE);
+SG_MAP("hash", struct sg_policy_sel_key, struct sg_policy_sel_value, sg_policy_selected,
+       SG_POLICY_SELECTED_SIZE);
+SG_MAP("hash", struct sg_lb_svc_key, struct sg_lb_svc_value, sg_services, SG_SERVICES_SIZE);
+SG_MAP("hash", struct sg_lb_backend_key, struct sg_lb_backend, sg_backends, SG_BACKENDS_SIZE);
+SG_MAP("lru_hash", struct sg_ct_key, struct sg_lb_ct_value, sg_lb_ct, SG_LB_CT_SIZE);
+SG_MAP("lru_hash", struct sg_lb_affinity_key, struct sg_lb_affinity_value, sg_lb_affinity,
+       SG_LB_AFFINITY_SIZE);
+/* Userspace only: what agents have read (so a restart can account for what none did). */
+SG_MAP("percpu_array", int, struct sg_reader_state, sg_reader, 1);
+SG_MAP("array", int, struct sg_agent_info, sg_agent, 1);
 
 #endif /* SPYGLASS_MAPS_H */

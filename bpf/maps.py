@@ -35,24 +35,6 @@ LPM_HEADER_BITS = 32
 #: sg_endpoints / sg_ipcache flags.
 EPF_LOCAL = 0x0001
 
-#: Pin names, in creation order. Every map the datapath owns.
-MAP_NAMES: tuple[str, ...] = (
-    "sg_events",
-    "sg_submit_fail",
-    "sg_endpoints",
-    "sg_ipcache",
-    "sg_config",
-    "sg_ct",
-    "sg_policy_allow",
-    "sg_policy_deny",
-    "sg_policy_selected",
-    "sg_scratch",
-    "sg_services",
-    "sg_backends",
-    "sg_lb_ct",
-    "sg_lb_affinity",
-)
-
 #: sg_config.flags
 CFG_POLICY_AUDIT = 0x0001
 #: sg_policy_selected value flags

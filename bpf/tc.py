@@ -9,6 +9,7 @@ on it.
 from __future__ import annotations
 
 import errno
+import socket
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -66,22 +67,35 @@ def has_clsact(ipr: IPRoute, ifindex: int) -> bool:
 
 
 def attach(ipr: IPRoute, ifindex: int, *, ingress: tuple[int, str],
-           egress: tuple[int, str]) -> None:
+           egress: tuple[int, str]) -> list[str]:
     """Add clsact (if missing) and our two filters; (fd, program name) per hook.
 
-    Filters of ours already on the link are replaced, so re-attaching after a
-    restart does not stack a second copy of the program.
+    Where a filter of ours is already on the hook (an earlier agent's), its program is
+    swapped in place with `tc filter replace`: the kernel switches atomically, so no
+    packet ever passes without a program, and established connections keep their
+    state. Returns "added" or "replaced" per hook.
     """
     if not has_clsact(ipr, ifindex):
         ipr.tc("add", "clsact", ifindex)
-    remove_ours(ipr, ifindex)
+    ours = {f.parent: f for f in list_filters(ipr, ifindex) if f.ours}
+    done: list[str] = []
     try:
         for parent, (fd, prog) in ((INGRESS_PARENT, ingress), (EGRESS_PARENT, egress)):
-            ipr.tc("add-filter", "bpf", ifindex, ":1", fd=fd, name=filter_name(prog),
-                   parent=parent, classid=1, direct_action=True)
+            flt = ours.get(parent)
+            if flt is None:
+                ipr.tc("add-filter", "bpf", ifindex, ":1", fd=fd, name=filter_name(prog),
+                       parent=parent, classid=1, direct_action=True)
+                done.append("added")
+            else:
+                ipr.tc("replace-filter", "bpf", ifindex, flt.handle, fd=fd,
+                       name=filter_name(prog), parent=parent, classid=1, direct_action=True,
+                       prio=flt.info >> 16, protocol=socket.ntohs(flt.info & 0xFFFF))
+                done.append("replaced")
     except Exception:
-        detach(ipr, ifindex)
+        if not ours:  # a fresh attach that failed half way: leave nothing behind
+            detach(ipr, ifindex)
         raise
+    return done
 
 
 def remove_ours(ipr: IPRoute, ifindex: int) -> list[TcFilter]:

@@ -8,6 +8,7 @@ import pytest
 
 from spyglass.bpf import datapath as dpmod
 from spyglass.bpf.datapath import Datapath, DatapathError
+from spyglass.bpf.pins import MapShape, PinError, check_definitions
 
 
 @pytest.mark.parametrize(
@@ -42,10 +43,18 @@ def test_not_root_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
         Datapath(pin_dir="/nonexistent/sgtA")
 
 
-def test_stale_pins_are_reported_with_the_way_out(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pin_dir_off_bpffs_says_how_to_mount_one(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     for probe in ("probe_root", "probe_bcc", "probe_kernel_headers"):
         monkeypatch.setattr(dpmod.kernel, probe, lambda: (True, "ok"))
-    (tmp_path / "sg_ct").write_text("")
-    with pytest.raises(DatapathError, match="sg_ct already pinned.*spyglass down"):
+    with pytest.raises(DatapathError, match="not on a bpf filesystem: mount -t bpf"):
         Datapath(pin_dir=str(tmp_path))
+
+
+def test_a_pinned_map_made_differently_is_refused_with_the_way_out() -> None:
+    """bcc would reuse it silently; the agent must not run on maps of another shape."""
+    wanted = {"sg_ct": MapShape(40, 48, 65536), "sg_config": MapShape(4, 16, 1)}
+    actual = {"sg_ct": MapShape(40, 48, 131072), "sg_config": MapShape(4, 16, 1)}
+    with pytest.raises(PinError, match=r"sg_ct \(131072 entries.*wants 65536.*spyglass down"):
+        check_definitions(actual, wanted, "/sys/fs/bpf/spyglass")
+    check_definitions(wanted, wanted, "/sys/fs/bpf/spyglass")  # the same shapes: adopted

@@ -399,28 +399,35 @@ def test_submit_failures_are_counted_without_a_reader(lab: Lab, datapath_factory
     assert len(dp.submit_failures()) == len(get_possible_cpus())  # one counter per CPU
 
 
-def test_pins_and_cleanup_after_a_crash(lab: Lab, datapath_factory) -> None:
+def test_a_second_load_adopts_the_pinned_datapath_and_cleanup_removes_it(
+        lab: Lab, datapath_factory) -> None:
     from spyglass.bpf import tc
-    from spyglass.bpf.datapath import DatapathError, cleanup
-    from spyglass.bpf.maps import MAP_NAMES
+    from spyglass.bpf.datapath import Datapath, cleanup
+    from spyglass.bpf.pins import PINNED_MAPS
 
     dp = datapath_factory(aggregation="medium", interval_s=5.0)
-    assert sorted(os.listdir(PIN_DIR)) == sorted(MAP_NAMES)
-    with pytest.raises(DatapathError, match="already pinned"):
-        datapath_factory()
+    assert not dp.adopted
+    assert sorted(os.listdir(PIN_DIR)) == sorted(PINNED_MAPS)
+    # A new agent's load on the same pins adopts them: it sees the endpoints the first
+    # programmed, and a sync with the same pods writes nothing.
+    again = Datapath(pin_dir=PIN_DIR, aggregation="medium", interval_s=5.0)
+    try:
+        assert again.adopted
+        assert sorted(again.endpoints) == sorted(p.host_idx for p in lab.pods)
+        assert again.sync_endpoints(list(dp.endpoints.values())) == (0, 0)
+        assert again.begin_generation(1, 1)[1].restarts == 1
+    finally:
+        again.close(detach=False, unpin=False)
     # Pretend the agent died: clean up from outside, as `spyglass down` does.
     done = cleanup(PIN_DIR, ifname_prefix=LINK_PREFIX)
     assert sum("clsact" in line for line in done) == len(lab.pods)
-    assert sum("unpinned" in line for line in done) == len(MAP_NAMES)
+    assert sum("unpinned" in line for line in done) == len(PINNED_MAPS)
     assert not os.path.exists(PIN_DIR)
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         for pod in lab.pods:
             assert tc.list_filters(ipr, pod.host_idx) == []
-            assert not tc.has_clsact(ipr, pod.host_idx)
-    dp.close()
-    dp.close()  # idempotent
 
 
 def test_teardown_leaves_nothing(lab: Lab, datapath_factory) -> None:
