@@ -9,6 +9,11 @@ size) falls back to a record walk for that read only.
 
 The ring arithmetic lives in pure functions over bytes (`copy_unread`,
 `parse_records`) so that wrap-around and fallbacks are tested without a kernel.
+
+A read does not free what it returns: the ring's tail moves when the next read starts
+(or at `commit`/`close`), after the collector has delivered the batch. An agent that
+dies mid-batch leaves those events in the ring, and when the rings outlive it (held by
+`keeper.py`), the next agent reads them again rather than losing them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from spyglass.collector.abi import (
     RECORD_DTYPE,
     RECORD_SIZE,
 )
+from spyglass.collector.keeper import KeptRings
 
 #: Offsets in struct perf_event_mmap_page.
 _DATA_HEAD = 1024
@@ -165,12 +171,20 @@ def _walk(chunk: bytes) -> ParsedRecords:
 
 
 class _CpuRing:
-    """One CPU's perf event, its mmap and the slot it occupies in the map."""
+    """One CPU's perf event, its mmap and the slot it occupies in the map.
 
-    def __init__(self, map_fd: int, cpu: int, pages: int, watermark_bytes: int) -> None:
+    `fd` is an existing perf event (kept across an agent restart); otherwise one is made.
+    """
+
+    def __init__(self, map_fd: int, cpu: int, pages: int, watermark_bytes: int,
+                 fd: int | None = None) -> None:
         self.cpu = cpu
-        self.fd = bpfsys.perf_event_open_bpf_output(cpu, watermark_bytes=watermark_bytes)
+        self.fd = fd if fd is not None else bpfsys.perf_event_open_bpf_output(
+            cpu, watermark_bytes=watermark_bytes)
         self.mm: mmap.mmap | None = None
+        self.pending_tail: int | None = None
+        self.pending_samples = 0
+        self.delivered = 0
         in_map = False
         try:
             page = mmap.PAGESIZE
@@ -180,13 +194,27 @@ class _CpuRing:
             self.data_size = _U64.unpack_from(self.mm, _DATA_SIZE)[0] or pages * page
             bpfsys.perf_map_set(map_fd, cpu, self.fd)
             in_map = True
-            bpfsys.enable(self.fd)
+            if fd is None:
+                bpfsys.enable(self.fd)
         except BaseException:
             self.close(map_fd=map_fd if in_map else None)
             raise
 
+    def unread_bytes(self) -> int:
+        assert self.mm is not None
+        return int(_U64.unpack_from(self.mm, _DATA_HEAD)[0] - _U64.unpack_from(
+            self.mm, _DATA_TAIL)[0])
+
+    def commit(self) -> None:
+        """Free what the last read returned: it has been delivered."""
+        if self.pending_tail is not None and self.mm is not None:
+            _U64.pack_into(self.mm, _DATA_TAIL, self.pending_tail)
+            self.delivered += self.pending_samples
+        self.pending_tail, self.pending_samples = None, 0
+
     def read(self, max_bytes: int) -> ParsedRecords:
         assert self.mm is not None
+        self.commit()
         head = _U64.unpack_from(self.mm, _DATA_HEAD)[0]  # load head before the data
         tail = _U64.unpack_from(self.mm, _DATA_TAIL)[0]
         if head == tail:
@@ -201,10 +229,13 @@ class _CpuRing:
         if parsed.consumed == 0 and len(chunk) == head - tail:
             parsed.consumed = len(chunk)  # nothing whole in a complete read: skip it
             parsed.malformed += 1
-        _U64.pack_into(self.mm, _DATA_TAIL, tail + parsed.consumed)  # tail after the copy
+        # The tail moves at the next read or commit, once this batch is delivered.
+        self.pending_tail, self.pending_samples = tail + parsed.consumed, len(parsed.records)
         return parsed
 
     def close(self, map_fd: int | None) -> None:
+        if self.mm is not None:
+            self.commit()
         if map_fd is not None:
             try:
                 bpfsys.perf_map_clear(map_fd, self.cpu)
@@ -230,7 +261,7 @@ class PerfReader:
 
     def __init__(self, map_fd: int, *, cpus: list[int] | None = None, pages: int = 64,
                  watermark_bytes: int | None = None,
-                 max_bytes_per_cpu: int | None = None) -> None:
+                 max_bytes_per_cpu: int | None = None, kept: KeptRings | None = None) -> None:
         if pages < 1 or pages & (pages - 1):
             valid = 1 << max(0, pages.bit_length() - 1)
             raise ValueError(f"pages must be a power of two (the kernel requires it), got "
@@ -253,9 +284,17 @@ class PerfReader:
                              "/sys/devices/system/cpu/online")
         self._rings: list[_CpuRing] = []
         self._epoll = select.epoll()
+        #: Whether the rings are an earlier agent's (from the keeper), with what they hold.
+        self.adopted = False
+        fds: list[int | None] = [None] * len(self.cpus)
+        if kept is not None:
+            if tuple(kept.cpus) == tuple(self.cpus) and kept.pages == pages:
+                fds, self.adopted = list(kept.fds), True
+            else:
+                kept.close()  # other CPUs or another size: start afresh
         try:
-            for cpu in self.cpus:
-                ring = _CpuRing(map_fd, cpu, pages, watermark_bytes)
+            for cpu, fd in zip(self.cpus, fds, strict=True):
+                ring = _CpuRing(map_fd, cpu, pages, watermark_bytes, fd)
                 self._rings.append(ring)
                 self._epoll.register(ring.fd, select.EPOLLIN)
         except BaseException:
@@ -288,14 +327,38 @@ class PerfReader:
         cpu = cpu_parts[0] if len(cpu_parts) == 1 else np.concatenate(cpu_parts)
         return ReadBatch(records, cpu, lost, malformed, ready)
 
-    def close(self) -> None:
-        """Clear our map slots, unmap and close. Idempotent."""
+    def commit(self) -> None:
+        """Free what the last read returned (the next read does it too)."""
+        for ring in self._rings:
+            ring.commit()
+
+    def unread(self) -> dict[int, int]:
+        """Samples waiting in each CPU's ring now (whole records of the sample size)."""
+        return {r.cpu: r.unread_bytes() // RECORD_SIZE for r in self._rings}
+
+    def delivered(self) -> dict[int, int]:
+        """Samples read and committed from each CPU's ring since this reader opened."""
+        return {r.cpu: r.delivered for r in self._rings}
+
+    def fds(self) -> list[int]:
+        """The per-CPU perf fds (for the keeper, which keeps its own copies)."""
+        return [r.fd for r in self._rings]
+
+    def close(self, *, keep_slots: bool = False, commit: bool = True) -> None:
+        """Commit, unmap and close. Idempotent.
+
+        The map slots are cleared unless `keep_slots`: then the programs go on writing
+        into these rings, which a keeper holds for the next agent. `commit=False` leaves
+        the last read in the ring (as a crash would), for whoever reads the rings next.
+        """
         for ring in self._rings:
             try:
                 self._epoll.unregister(ring.fd)
             except (OSError, ValueError):
                 pass
-            ring.close(self.map_fd)
+            if not commit:
+                ring.pending_tail = None
+            ring.close(None if keep_slots else self.map_fd)
         self._rings = []
         if not self._epoll.closed:
             self._epoll.close()

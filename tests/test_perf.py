@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,8 +275,51 @@ def test_overrun_reports_lost_records(emitter: Emitter) -> None:
     with PerfReader(emitter.map_fd, pages=1, watermark_bytes=2048) as reader:
         emitter.send(100)  # a 4 KiB ring holds about 31 samples
         first = reader.read(timeout_ms=0)
+        reader.commit()  # delivered: the space is free again
         emitter.send(1)  # the kernel writes the LOST record before the next sample
         second = reader.read(timeout_ms=0)
         lost = sum(first.lost_by_cpu.values()) + sum(second.lost_by_cpu.values())
         assert len(first) + len(second) + lost == 101
         assert lost > 0
+
+
+@pytest.mark.datapath
+def test_a_read_frees_nothing_until_delivered(emitter: Emitter) -> None:
+    """What a read returned stays in the ring until the next read (or commit): an agent
+    that dies mid-batch leaves it there for the next reader of the same rings."""
+    with PerfReader(emitter.map_fd, pages=4, watermark_bytes=2048) as reader:
+        emitter.send(5)
+        assert len(reader.read(timeout_ms=0)) == 5
+        assert sum(reader.unread().values()) == 5  # read, not yet delivered
+        assert sum(reader.delivered().values()) == 0
+        reader.commit()
+        assert sum(reader.unread().values()) == 0
+        assert sum(reader.delivered().values()) == 5
+
+
+@pytest.mark.datapath
+def test_rings_held_by_the_keeper_keep_what_is_written_while_no_reader_runs(
+        emitter: Emitter, tmp_path: Path) -> None:
+    """The restart path: reader one hands its rings to the keeper and goes; events keep
+    arriving; reader two takes the same rings back and reads all of them, the batch
+    reader one read but never delivered included."""
+    from spyglass.collector import keeper
+
+    sock = str(tmp_path / keeper.KEEPER_SOCKET)
+    keeper.start(sock)
+    try:
+        first = PerfReader(emitter.map_fd, pages=8, watermark_bytes=2048)
+        keeper.hold(sock, first.cpus, first.pages, first.fds())
+        emitter.send(3)
+        assert len(first.read(timeout_ms=0)) == 3  # read, then the agent "dies"
+        first.close(keep_slots=True, commit=False)  # died: those 3 were never delivered
+        emitter.send(7)  # nobody reads these: the kept rings take them
+        kept = keeper.take(sock)
+        assert kept is not None
+        with PerfReader(emitter.map_fd, pages=8, watermark_bytes=2048, kept=kept) as second:
+            assert second.adopted
+            assert sum(second.unread().values()) == 10
+            got = second.read(timeout_ms=0)
+            assert len(got) == 10 and not got.lost_by_cpu
+    finally:
+        keeper.stop(sock)
