@@ -165,7 +165,7 @@ class Agent:
         hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
         lost_sources = []
         if self.writer is not None:
-            hooks.append(store_hook(self.writer, enricher))
+            hooks.append(store_hook(self.writer))
             lost_sources.append(self.writer.lost_events)  # STORE losses join the stream
         self.collector = Collector(PerfReader(self.datapath.events_map_fd), Decoder(), enricher,
                                    self.ring, submit_failures=self.datapath.submit_failures,

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from spyglass.collector.decoder import DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.lost import LostTracker
 from spyglass.collector.perf import ReadBatch
 from spyglass.collector.ring import FlowRing
@@ -34,10 +35,11 @@ _RATE_STEP_S = 0.1
 #: At stop, read at most this many times more to drain the perf rings.
 _DRAIN_READS = 64
 
-#: Called with each decoded batch and the flows enriched from it (in the same order), on
-#: the collector thread, e.g. to feed the store (`spyglass.storage.store_hook`). The flows
-#: are passed so that other consumers name each flow with the ring's uuid.
-BatchHook = Callable[[DecodedBatch, Sequence[Flow]], None]
+#: Called with each enriched batch and the ring's flows built from it (the same rows, in the
+#: same order, the same uuids), on the collector thread: the store's hook
+#: (`spyglass.storage.store_hook`) reads the batch's columns, the metrics read the flows, and
+#: neither enriches anything again.
+BatchHook = Callable[[EnrichedBatch, Sequence[Flow]], None]
 #: Drained every read; what it returns is told in the stream and counted (e.g. the store
 #: writer's STORE losses).
 LostSource = Callable[[], Sequence[LostEvent]]
@@ -134,7 +136,8 @@ class Collector:
         if len(batch.records):
             try:
                 decoded: DecodedBatch = self.decoder.decode(batch.records, batch.cpu)
-                flows = self.enricher.enrich(decoded)
+                enriched = self.enricher.enrich_batch(decoded)
+                flows = enriched.to_flows()
             except Exception:
                 # Never let one bad batch stop the loop; say how many events it cost.
                 log.exception("failed to process a batch of %d events", len(batch.records))
@@ -144,7 +147,7 @@ class Collector:
                                     len(batch.records))
                 flows = []
             else:
-                self._run_hooks(decoded, flows)
+                self._run_hooks(enriched, flows)
         drained = self._drain_lost_sources()
         with self._lock:
             for ev in drained:
@@ -165,11 +168,11 @@ class Collector:
             self.ring.write_many(out)
         return len(flows)
 
-    def _run_hooks(self, decoded: DecodedBatch, flows: list[Flow]) -> None:
+    def _run_hooks(self, enriched: EnrichedBatch, flows: list[Flow]) -> None:
         """A hook that fails costs its own output, never the ring's flows or the loop."""
         for hook in self.on_batch:
             try:
-                hook(decoded, flows)
+                hook(enriched, flows)
             except Exception:
                 with self._lock:
                     self.hook_errors += 1

@@ -1,22 +1,25 @@
-"""Enrichment: decoded columns -> `Flow` records with names, pods and identities.
+"""Enrichment: decoded columns -> one `EnrichedBatch` with names, pods and identities.
 
-This is the first place the hot path creates one Python object per event, so
-that object is all it creates per event: enum members come from lookup tables
-indexed by whole columns, and IP strings, endpoints and interface names are
-resolved once per distinct value in a batch (a getter is never asked the same
-question twice in one batch). Policy verdicts and service translation, the
-minority, patch their rows afterwards. A getter that raises is treated as a
-miss and counted, so one bad lookup never loses a batch.
+Everything here is a whole-column operation: enum codes come from 256-entry
+lookup tables indexed by whole columns, and addresses, endpoints and interface
+names are resolved once per distinct value in a batch (a getter is never asked
+the same question twice in one batch) into the batch's small tables. Policy
+verdicts and service translation, the minority, patch their rows afterwards.
+The result is the one enrichment of the batch: the ring's `Flow`s
+(`EnrichedBatch.to_flows`) and the store's Arrow rows are both read from it.
+A getter that raises is treated as a miss and counted, so one bad lookup never
+loses a batch.
 """
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import itertools
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from spyglass.collector.abi import (
     F_XLATED_REPLY,
 )
 from spyglass.collector.decoder import DecodedBatch, ip4_column
+from spyglass.collector.enriched import NO_IP, REPLY_UNKNOWN, EnrichedBatch
 from spyglass.model.enums import (
     RESERVED_IDENTITY_LABELS,
     TRACE_SUBTYPE_TO_POINT,
@@ -61,7 +65,6 @@ _TRACE_REASONS = {int(r): r for r in TraceReason}
 _DIRECTIONS = {int(d): d for d in TrafficDirection}
 _MATCH_TYPES = {int(m): m for m in PolicyMatchType}
 _ICMP = (int(Protocol.ICMP), int(Protocol.ICMPV6))
-_NO_KW: dict[str, Any] = {}
 #: sg_event.verdict of a policy verdict event.
 POLICY_ALLOWED, POLICY_DENIED, POLICY_AUDITED = 0, 1, 2
 
@@ -108,42 +111,25 @@ def ip_index(addr16: np.ndarray, ip4: np.ndarray, is_v6: np.ndarray,
     return codes, names
 
 
-def ip_strings(addr16: np.ndarray, ip4: np.ndarray, is_v6: np.ndarray) -> list[str]:
-    """Format addresses, each distinct one once."""
-    codes, names = ip_index(addr16, ip4, is_v6)
-    return _spread(names, codes)
+def _codes(mapping: Mapping[int, enum.IntEnum], default: enum.IntEnum) -> np.ndarray:
+    """A 256-entry table from a u8 datapath code to the number of its enum member."""
+    return np.array([int(mapping.get(i, default)) for i in range(256)], dtype=np.uint8)
 
 
-def _spread(values: list[Any], codes: np.ndarray) -> list[Any]:
-    """values[codes[i]] for every row, without a Python loop."""
-    table = np.empty(len(values), dtype=object)
-    table[:] = values
-    return table[codes].tolist()  # type: ignore[no-any-return]
-
-
-def _table(mapping: dict[int, Any], default: Any) -> np.ndarray:
-    """A 256-entry lookup table from a u8 code to its enum member."""
-    table = np.empty(256, dtype=object)
-    table[:] = [mapping.get(i, default) for i in range(256)]
-    return table
-
-
-_EVENT_TYPE_T = _table({int(t): t for t in EventType}, EventType.UNSPEC)
-_POINT_T = _table(dict(TRACE_SUBTYPE_TO_POINT), ObservationPoint.UNKNOWN_POINT)
-_TRACE_REASON_T = _table(_TRACE_REASONS, TraceReason.TRACE_REASON_UNKNOWN)
-_DROP_REASON_T = _table(_DROP_REASONS, DropReason.DROP_REASON_UNKNOWN)
-_DIRECTION_T = _table(_DIRECTIONS, TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN)
-_VERDICT_T = _table({0: Verdict.FORWARDED, 1: Verdict.DROPPED}, Verdict.FORWARDED)
-#: flags -> is_reply: None unless the datapath knew.
-_IS_REPLY_T = _table({f: (bool(f & F_IS_REPLY) if f & F_REPLY_KNOWN else None)
-                      for f in range(256)}, None)
+_EVENT_TYPE_C = _codes({int(t): t for t in EventType}, EventType.UNSPEC)
+_POINT_C = _codes(TRACE_SUBTYPE_TO_POINT, ObservationPoint.UNKNOWN_POINT)
+_TRACE_REASON_C = _codes(_TRACE_REASONS, TraceReason.TRACE_REASON_UNKNOWN)
+_DROP_REASON_C = _codes(_DROP_REASONS, DropReason.DROP_REASON_UNKNOWN)
+_DIRECTION_C = _codes(_DIRECTIONS, TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN)
 _REPLY_BITS = F_IS_REPLY | F_REPLY_KNOWN
+_XLATED_BITS = F_XLATED | F_XLATED_REPLY
 _MAX_ROWS = 1 << 23  # what the packed endpoint key has room for
 _UNKNOWN_CODE = 255  # a u8 code that maps to each table's default
+_EndpointKey = tuple[str, int, int]  # (address, endpoint id, identity)
 
 
 class Enricher:
-    """Builds flows from decoded batches using the getters it was given.
+    """Enriches decoded batches (`enrich_batch`) using the getters it was given.
 
     Only `endpoints`, `identities` and `interfaces` are required; services and
     policies default to knowing nothing, so flows simply carry no names there.
@@ -188,11 +174,11 @@ class Enricher:
                 labels = (RESERVED_IDENTITY_LABELS[identity],)
         return Endpoint(ID=ep_id, identity=identity, labels=tuple(labels or ()))
 
-    def endpoint_groups(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
-                        identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
-                        ) -> tuple[list[Endpoint], np.ndarray]:
-        """One side's distinct endpoints, each (ip, ep id, identity) resolved once, and the
-        row -> endpoint index. Shared with the store's Arrow builder, so both ask the same.
+    def _endpoint_codes(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
+                        identity: np.ndarray, index: dict[_EndpointKey, int],
+                        table: list[Endpoint]) -> np.ndarray:
+        """One side's row -> endpoint codes into `table`, each distinct (address, endpoint id,
+        identity) resolved once per batch (`index` is shared by both sides).
 
         Address and identity codes are row indexes, so they fit the packed key
         for any batch under 2^23 rows (a read is a few thousand).
@@ -202,182 +188,197 @@ class Enricher:
         packed = (codes.astype(np.uint64) << np.uint64(40)) | (
             ep.astype(np.uint64) << np.uint64(24)) | id_codes.reshape(-1).astype(np.uint64)
         uniq_keys, inv = np.unique(packed, return_inverse=True)
-        resolved: list[Endpoint] = []
+        ids = id_uniq.tolist()
+        slots: list[int] = []
         for k in uniq_keys.tolist():
-            key = (names[k >> 40], (k >> 24) & 0xFFFF, int(id_uniq[k & 0xFFFFFF]))
-            e = cache.get(key)
-            if e is None:
-                e = cache[key] = self.endpoint(*key)
-            resolved.append(e)
-        return resolved, inv.reshape(-1)
-
-    def _endpoints(self, codes: np.ndarray, names: list[str], ep: np.ndarray,
-                   identity: np.ndarray, cache: dict[tuple[str, int, int], Endpoint],
-                   ) -> list[Endpoint]:
-        """One side's Endpoint per row."""
-        return _spread(*self.endpoint_groups(codes, names, ep, identity, cache))
+            key = (names[k >> 40], (k >> 24) & 0xFFFF, ids[k & 0xFFFFFF])
+            slot = index.get(key)
+            if slot is None:
+                slot = index[key] = len(table)
+                table.append(self.endpoint(*key))
+            slots.append(slot)
+        return np.array(slots, dtype=np.int64)[inv.reshape(-1)]
 
     def enrich(self, b: DecodedBatch) -> list[Flow]:
-        """Flows for a batch. Everything but the Flow objects is computed per column."""
+        """Flows for a batch (the ring's view of `enrich_batch`)."""
+        return self.enrich_batch(b).to_flows()
+
+    def enrich_batch(self, b: DecodedBatch) -> EnrichedBatch:
+        """The enriched columns of a batch: every field computed per column, every getter
+        asked once per distinct question, then the rare rows patched."""
         n = len(b)
         if n == 0:
-            return []
+            return EnrichedBatch.empty(self.node_name)
         if n >= _MAX_ROWS:
             raise ValueError(f"a batch of {n} events is too large to enrich at once; "
                              f"decode reads of under {_MAX_ROWS} events (a perf read is a few "
                              "thousand)")
         src_codes, src_names = ip_index(b.saddr, b.src_ip4, b.is_ipv6)
         dst_codes, dst_names = ip_index(b.daddr, b.dst_ip4, b.is_ipv6)
-        ep_cache: dict[tuple[str, int, int], Endpoint] = {}
-        src = self._endpoints(src_codes, src_names, b.src_ep, b.src_identity, ep_cache)
-        dst = self._endpoints(dst_codes, dst_names, b.dst_ep, b.dst_identity, ep_cache)
-        src_ips, dst_ips = _spread(src_names, src_codes), _spread(dst_names, dst_codes)
+        ep_index: dict[_EndpointKey, int] = {}
+        endpoints: list[Endpoint] = []
+        src = self._endpoint_codes(src_codes, src_names, b.src_ep, b.src_identity, ep_index,
+                                   endpoints)
+        dst = self._endpoint_codes(dst_codes, dst_names, b.dst_ep, b.dst_identity, ep_index,
+                                   endpoints)
         if_uniq, if_inv = np.unique(b.ifindex, return_inverse=True)
-        ifnames = _spread([(self._ask(self.interfaces.ifname, i) or "") if i else ""
-                           for i in if_uniq.tolist()], if_inv.reshape(-1))
+        ifnames = [(self._ask(self.interfaces.ifname, i) or "") if i else ""
+                   for i in if_uniq.tolist()]
 
         is_trace = b.type == EVENT_TRACE
         is_drop = b.type == EVENT_DROP
         unknown = np.uint8(_UNKNOWN_CODE)
-        points = _POINT_T[np.where(is_trace, b.subtype, unknown)].tolist()
-        reasons = _TRACE_REASON_T[np.where(is_trace, b.reason, unknown)].tolist()
-        drops = _DROP_REASON_T[np.where(is_drop, b.subtype, unknown)].tolist()
-        verdicts = _VERDICT_T[is_drop.astype(np.uint8)].tolist()
         icmp = np.isin(b.proto, _ICMP)
         zero16 = np.uint16(0)
-        sports = np.where(icmp, zero16, b.sport).tolist()
-        dports = np.where(icmp, zero16, b.dport).tolist()
-        itypes = np.where(icmp, b.sport >> 8, zero16).tolist()
-        icodes = np.where(icmp, b.sport & 0xFF, zero16).tolist()
         aggregated = b.agg_packets > 0
-        packets = np.where(aggregated, b.agg_packets, np.uint32(1)).tolist()
-        nbytes = np.where(aggregated, b.agg_bytes, b.orig_len).tolist()
-        extras: list[dict[str, Any]] = [_NO_KW] * n
         # The datapath reports the direction of the packet at its hook; Hubble reports the
         # direction of the connection as the local endpoint sees it, so a reply flips.
-        replied = ((b.flags & _REPLY_BITS) == _REPLY_BITS) & (b.type == EVENT_TRACE)
+        replied = ((b.flags & _REPLY_BITS) == _REPLY_BITS) & is_trace
         directions = np.where(replied & (b.direction >= 1) & (b.direction <= 2),
                               3 - b.direction, b.direction)
+        reply_known = (b.flags & F_REPLY_KNOWN) != 0
+        is_reply = ((b.flags & F_IS_REPLY) != 0).astype(np.int8)
 
+        def none() -> np.ndarray:  # a code column pointing at its table's "none"
+            return np.zeros(n, dtype=np.int64)
+
+        eb = EnrichedBatch(
+            node_name=self.node_name, time_ns=b.time_ns, uuids=self.uuids.take(n),
+            verdict=np.where(is_drop, np.uint8(Verdict.DROPPED), np.uint8(Verdict.FORWARDED)),
+            drop_reason=_DROP_REASON_C[np.where(is_drop, b.subtype, unknown)],
+            event_type=_EVENT_TYPE_C[b.type], event_subtype=b.subtype,
+            observation_point=_POINT_C[np.where(is_trace, b.subtype, unknown)],
+            trace_reason=_TRACE_REASON_C[np.where(is_trace, b.reason, unknown)],
+            traffic_direction=_DIRECTION_C[directions],
+            policy_match_type=np.zeros(n, dtype=np.uint8),
+            ip_version=np.where(b.is_ipv6, np.uint8(6), np.uint8(4)),
+            ip_table=src_names + dst_names, source_ip=src_codes,
+            destination_ip=dst_codes + len(src_names),
+            destination_xlated_ip=np.full(n, NO_IP, dtype=np.int64), protocol=b.proto,
+            source_port=np.where(icmp, zero16, b.sport),
+            destination_port=np.where(icmp, zero16, b.dport),
+            destination_xlated_port=np.zeros(n, dtype=np.uint16), tcp_flags=b.tcp_flags,
+            icmp_type=np.where(icmp, b.sport >> 8, zero16).astype(np.uint8),
+            icmp_code=np.where(icmp, b.sport & 0xFF, zero16).astype(np.uint8),
+            endpoint_table=endpoints, source=src, destination=dst,
+            is_reply=np.where(reply_known, is_reply, np.int8(REPLY_UNKNOWN)),
+            interface_index=b.ifindex, ifname_table=ifnames,
+            interface_name=if_inv.reshape(-1).astype(np.int64),
+            packets=np.where(aggregated, b.agg_packets, np.uint32(1)).astype(np.uint64),
+            bytes=np.where(aggregated, b.agg_bytes, b.orig_len).astype(np.uint64),
+            service_table=[None], source_service=none(), destination_service=none(),
+            policy_table=[()], ingress_allowed_by=none(), egress_allowed_by=none(),
+            ingress_denied_by=none(), egress_denied_by=none())
         rare = np.flatnonzero((b.type == EVENT_POLICY_VERDICT) | (b.policy_cookie != 0)
-                              | ((b.flags & (F_XLATED | F_XLATED_REPLY)) != 0)
-                              | (b.service_id != 0))
+                              | ((b.flags & _XLATED_BITS) != 0) | (b.service_id != 0))
         if len(rare):
-            self._rare(b, rare, verdicts, drops, dst_ips, dports, extras)
+            self._rare(b, rare, eb)
+        return eb
 
-        return [
-            Flow(time_ns=ts, uuid=uid, verdict=verdict, drop_reason=drop,
-                 event_type=etype, event_subtype=sub, observation_point=point,
-                 trace_reason=reason, traffic_direction=tdir, ip_version=6 if v6 else 4,
-                 source_ip=sip, destination_ip=dip, protocol=proto, source_port=sport,
-                 destination_port=dport, tcp_flags=tcpf, icmp_type=itype, icmp_code=icode,
-                 source=s, destination=d, is_reply=reply, node_name=self.node_name,
-                 interface_index=ifindex, interface_name=ifname, packets=pk, bytes=nb,
-                 **extra)
-            for (ts, uid, verdict, drop, etype, sub, point, reason, tdir, v6, sip, dip, proto,
-                 sport, dport, tcpf, itype, icode, s, d, reply, ifindex, ifname, pk, nb,
-                 extra) in zip(
-                b.time_ns.tolist(), self.uuids.take(n), verdicts, drops,
-                _EVENT_TYPE_T[b.type].tolist(), b.subtype.tolist(), points, reasons,
-                _DIRECTION_T[directions].tolist(), b.is_ipv6.tolist(), src_ips, dst_ips,
-                b.proto.tolist(), sports, dports, b.tcp_flags.tolist(), itypes, icodes,
-                src, dst, _IS_REPLY_T[b.flags].tolist(), b.ifindex.tolist(), ifnames,
-                packets, nbytes, extras, strict=True)
-        ]
-
-    def _rare(self, b: DecodedBatch, rows: np.ndarray, verdicts: list[Verdict],
-              drops: list[DropReason], dst_ips: list[str], dports: list[int],
-              extras: list[dict[str, Any]]) -> None:
+    def _rare(self, b: DecodedBatch, rows: np.ndarray, eb: EnrichedBatch) -> None:
         """Policy verdicts, policy cookies and service translation, row by row.
 
-        These are the minority of events, so they patch the column lists in
-        place rather than slowing down the loop every event goes through.
+        These are the minority of events, so they patch the batch's columns in
+        place (while the enricher still builds it) rather than slowing down
+        the whole-column step every event goes through.
         """
-        orig_ips: list[str] | None = None
-        if ((b.flags & (F_XLATED | F_XLATED_REPLY)) != 0).any():
-            orig_ips = ip_strings(b.orig_daddr, ip4_column(b.orig_daddr), b.is_ipv6)
-        pol_cache: dict[int, tuple[PolicyRef, ...]] = {}
-        svc_cache: dict[tuple[int, str, int], Service | None] = {}
-        for i in rows.tolist():
-            etype, flags = int(b.type[i]), int(b.flags[i])
-            cookie, service_id = int(b.policy_cookie[i]), int(b.service_id[i])
-            kw: dict[str, Any] = {}
+        orig: dict[int, int] = {}  # row -> code of its pre-NAT destination in eb.ip_table
+        xr = rows[(b.flags[rows] & _XLATED_BITS) != 0]
+        if len(xr):
+            od = b.orig_daddr[xr]
+            codes, names = ip_index(od, ip4_column(od), b.is_ipv6[xr])
+            orig = dict(zip(xr.tolist(), (codes + len(eb.ip_table)).tolist(), strict=True))
+            eb.ip_table.extend(names)
+        pol_cache: dict[int, int] = {}
+        svc_cache: dict[tuple[int, str, int], int] = {}
+        for i, etype, subtype, flags, pverdict, match, cookie, direction, odport, sid in zip(
+                rows.tolist(), *(c[rows].tolist() for c in (
+                    b.type, b.subtype, b.flags, b.policy_verdict, b.match_type,
+                    b.policy_cookie, b.direction, b.orig_dport, b.service_id)), strict=True):
             if etype == EVENT_POLICY_VERDICT or cookie:
-                tdir = _DIRECTION_T[b.direction[i]]
-                verdicts[i], drops[i], pkw = self._policy(
-                    etype, int(b.subtype[i]), verdicts[i], drops[i], flags,
-                    int(b.policy_verdict[i]),
-                    int(b.match_type[i]), cookie, tdir, pol_cache)
-                kw.update(pkw)
-            if flags & (F_XLATED | F_XLATED_REPLY) or service_id:
-                dst_ips[i], dports[i], skw = self._service(
-                    flags, dst_ips[i], dports[i], orig_ips[i] if orig_ips else "",
-                    int(b.orig_dport[i]), service_id, svc_cache)
-                kw.update(skw)
-            extras[i] = kw
+                self._policy(eb, i, etype, subtype, flags, pverdict, match, cookie, direction,
+                             pol_cache)
+            if flags & _XLATED_BITS or sid:
+                self._service(eb, i, flags, orig.get(i), odport, sid, svc_cache)
 
-    def _service(self, flags: int, dip: str, dport: int, orig_ip: str, orig_dport: int,
-                 service_id: int, cache: dict[tuple[int, str, int], Service | None],
-                 ) -> tuple[str, int, dict[str, Any]]:
-        """Service translation: destination address, port, and the service's name.
+    def _service(self, eb: EnrichedBatch, i: int, flags: int, orig: int | None,
+                 orig_dport: int, service_id: int, cache: dict[tuple[int, str, int], int],
+                 ) -> None:
+        """Service translation of row `i`: destination address, port, the service's name.
 
         Hubble's `*_xlated` is the address after translation, so with F_XLATED
         the destination is the service address the client asked for and
-        `destination_xlated_*` is the backend the packet went to.
+        `destination_xlated_*` is the backend the packet went to. `orig` is the
+        code of the pre-NAT destination (None unless the row is translated).
         """
-        kw: dict[str, Any] = {}
-        dst_ip, dst_port = dip, dport
-        if flags & F_XLATED_REPLY and orig_ip:
+        if flags & F_XLATED_REPLY and orig is not None:
             # a reply of a translated connection: it comes from the service the client asked
+            orig_ip = eb.ip_table[orig]
             key = (0, orig_ip, orig_dport)
             if key not in cache:
-                cache[key] = self._ask(self.services.service_by_addr, orig_ip, orig_dport)
-            if cache[key] is not None:
-                kw["source_service"] = cache[key]
-            return dst_ip, dst_port, kw
-        if flags & F_XLATED and orig_ip:
-            dst_ip, dst_port = orig_ip, orig_dport
-            kw["destination_xlated_ip"], kw["destination_xlated_port"] = dip, dport
+                cache[key] = _service_code(
+                    eb, self._ask(self.services.service_by_addr, orig_ip, orig_dport))
+            eb.source_service[i] = cache[key]
+            return
+        dst_code, dst_port = int(eb.destination_ip[i]), int(eb.destination_port[i])
+        if flags & F_XLATED and orig is not None:
+            eb.destination_xlated_ip[i], eb.destination_xlated_port[i] = dst_code, dst_port
+            eb.destination_ip[i], eb.destination_port[i] = orig, orig_dport
+            dst_code, dst_port = orig, orig_dport
+        dst_ip = eb.ip_table[dst_code]
         key = (service_id, dst_ip, dst_port)
         if key not in cache:
             svc = self._ask(self.services.service_by_id, service_id) if service_id else None
             if svc is None and flags & F_XLATED:
                 svc = self._ask(self.services.service_by_addr, dst_ip, dst_port)
-            cache[key] = svc
-        if cache[key] is not None:
-            kw["destination_service"] = cache[key]
-        return dst_ip, dst_port, kw
+            cache[key] = _service_code(eb, svc)
+        eb.destination_service[i] = cache[key]
 
-    def _policy(self, etype: int, subtype: int, verdict: Verdict, drop_reason: DropReason,
-                flags: int, pverdict: int, match: int, cookie: int, tdir: TrafficDirection,
-                cache: dict[int, tuple[PolicyRef, ...]],
-                ) -> tuple[Verdict, DropReason, dict[str, Any]]:
-        """The seam for policy verdicts: verdict, match type and which policy decided.
+    def _policy(self, eb: EnrichedBatch, i: int, etype: int, subtype: int, flags: int,
+                pverdict: int, match: int, cookie: int, direction: int,
+                cache: dict[int, int]) -> None:
+        """The seam for policy verdicts: verdict, match type and which policy decided row `i`.
 
         A policy verdict event carries the datapath's decision (allowed, denied,
         audited); drops and traces may carry the deciding rule's cookie too. The
-        rule lands in `{ingress,egress}_{allowed,denied}_by` by direction. A
-        denied verdict reads as Hubble shows it: DROPPED, POLICY_DENIED.
+        rule lands in `{ingress,egress}_{allowed,denied}_by` by the hook's
+        direction. A denied verdict reads as Hubble shows it: DROPPED, POLICY_DENIED.
         """
-        kw: dict[str, Any] = {}
-        denied = verdict == Verdict.DROPPED
+        denied = int(eb.verdict[i]) == Verdict.DROPPED
         if etype == EVENT_POLICY_VERDICT:
-            kw["policy_match_type"] = _MATCH_TYPES.get(match, PolicyMatchType.NONE)
+            eb.policy_match_type[i] = _MATCH_TYPES.get(match, PolicyMatchType.NONE)
             would_drop = (DropReason.POLICY_DENY if subtype == DropReason.POLICY_DENY
                           else DropReason.POLICY_DENIED)
             if flags & F_AUDITED or pverdict == POLICY_AUDITED:
                 # audit mode: passed, but say what enforcement would have done and why
-                verdict, denied, drop_reason = Verdict.AUDIT, True, would_drop
+                eb.verdict[i], eb.drop_reason[i], denied = Verdict.AUDIT, would_drop, True
             elif pverdict == POLICY_DENIED:
                 # the datapath puts the drop reason in the subtype: 181 for a deny rule
-                verdict, denied, drop_reason = Verdict.DROPPED, True, would_drop
+                eb.verdict[i], eb.drop_reason[i], denied = Verdict.DROPPED, would_drop, True
             else:
-                verdict = Verdict.FORWARDED
+                eb.verdict[i] = Verdict.FORWARDED
         if cookie:
             if cookie not in cache:
-                cache[cookie] = self._ask(self.policies.policies_by_cookie, cookie) or ()
-            refs = cache[cookie]
-            if refs and tdir != TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN:
+                refs = self._ask(self.policies.policies_by_cookie, cookie) or ()
+                cache[cookie] = _policy_code(eb, refs)
+            tdir = _DIRECTIONS.get(direction, TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN)
+            if cache[cookie] and tdir != TrafficDirection.TRAFFIC_DIRECTION_UNKNOWN:
                 side = "ingress" if tdir == TrafficDirection.INGRESS else "egress"
-                kw[f"{side}_{'denied' if denied else 'allowed'}_by"] = refs
-        return verdict, drop_reason, kw
+                column = eb.policy_columns()[f"{side}_{'denied' if denied else 'allowed'}_by"]
+                column[i] = cache[cookie]
+
+
+def _service_code(eb: EnrichedBatch, svc: Service | None) -> int:
+    """`svc`'s code in the batch's service table (0, the table's None, for no service)."""
+    if svc is None:
+        return 0
+    eb.service_table.append(svc)
+    return len(eb.service_table) - 1
+
+
+def _policy_code(eb: EnrichedBatch, refs: tuple[PolicyRef, ...]) -> int:
+    """`refs`' code in the batch's policy table (0, the table's (), for none)."""
+    if not refs:
+        return 0
+    eb.policy_table.append(refs)
+    return len(eb.policy_table) - 1

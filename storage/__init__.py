@@ -6,7 +6,7 @@ one writer thread the collector feeds), the Arrow conversions and `ddl()`.
 
 from __future__ import annotations
 
-from spyglass.storage.batch import batch_to_arrow, store_hook
+from spyglass.storage.batch import enriched_to_arrow, store_hook
 from spyglass.storage.rows import flows_to_arrow, table_to_flows
 from spyglass.storage.schema import SCHEMA_VERSION, ddl
 from spyglass.storage.store import Cursor, FlowStore, StoreError
@@ -18,8 +18,8 @@ __all__ = [
     "FlowStore",
     "StoreError",
     "StoreWriter",
-    "batch_to_arrow",
     "ddl",
+    "enriched_to_arrow",
     "flows_to_arrow",
     "store_hook",
     "table_to_flows",

@@ -184,7 +184,7 @@ class FlowStore:
             missing = sorted(set(FLOW_SCHEMA.names) - set(table.schema.names))
             extra = sorted(set(table.schema.names) - set(FLOW_SCHEMA.names))
             raise StoreError(f"rows do not match the flows table (missing {missing}, unknown "
-                             f"{extra}); build them with flows_to_arrow or batch_to_arrow")
+                             f"{extra}); build them with flows_to_arrow or enriched_to_arrow")
         with self._guard(f"inserting {table.num_rows} flows"):
             self._client.insert_arrow(FLOWS, table)
         return int(table.num_rows)

@@ -70,7 +70,7 @@ class StoreWriter:
         """Queue rows for the store; never blocks on the store."""
         if batch.schema != FLOW_SCHEMA:
             raise ValueError("the batch does not have the flows table's columns; build it with "
-                             "batch_to_arrow or flows_to_arrow")
+                             "enriched_to_arrow or flows_to_arrow")
         n = batch.num_rows
         if n == 0:
             return

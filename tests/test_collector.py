@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from spyglass.collector.abi import EVENT_TRACE, pack_event
-from spyglass.collector.collector import Collector
+from spyglass.collector.collector import BatchHook, Collector
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.perf import ReadBatch, parse_records, sample_record
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource
@@ -80,12 +82,12 @@ class Counters:
 
 def make(reader: FakeReader, *, counters: Counters | None = None,
          clock: FakeClock | None = None, enricher: Enricher | None = None,
-         capacity: int = 1023) -> tuple[Collector, FlowRing]:
+         capacity: int = 1023, hooks: Sequence[BatchHook] = ()) -> tuple[Collector, FlowRing]:
     ring = FlowRing(capacity)
     n = NoopGetter()
     c = Collector(reader, Decoder(ClockOffset(0)), enricher or Enricher(n, n, n, "node-a"), ring,
                   submit_failures=counters, clock=clock or FakeClock(),
-                  counters_interval_s=0.0)
+                  counters_interval_s=0.0, on_batch=hooks)
     return c, ring
 
 
@@ -166,7 +168,7 @@ def test_lost_events_are_rate_limited_and_aggregated() -> None:
 
 def test_a_batch_that_fails_to_enrich_is_counted_as_lost() -> None:
     class Broken(Enricher):
-        def enrich(self, b: DecodedBatch) -> list[Flow]:
+        def enrich_batch(self, b: DecodedBatch) -> EnrichedBatch:
             raise RuntimeError("boom")
 
     n = NoopGetter()
@@ -175,6 +177,32 @@ def test_a_batch_that_fails_to_enrich_is_counted_as_lost() -> None:
     (lost,) = lost_events(ring)
     assert (lost.source, lost.num_events_lost) == (LostEventSource.UNKNOWN_LOST_EVENT_SOURCE, 3)
     assert c.snapshot().failed_batches == 1
+
+
+def test_hooks_get_the_enriched_batch_and_the_ring_flows() -> None:
+    seen: list[tuple[EnrichedBatch, list[Flow]]] = []
+    c, ring = make(FakeReader([read_of([1, 2, 3])]),
+                   hooks=[lambda b, flows: seen.append((b, list(flows)))])
+    c.run_once()
+    ((batch, flows),) = seen
+    assert flows == [e for e in everything(ring) if isinstance(e, Flow)]
+    assert batch.uuids == [f.uuid for f in flows]  # the store names each flow as the ring does
+    assert batch.source_port.tolist() == [1, 2, 3]
+
+
+def test_a_failing_hook_costs_only_its_own_output() -> None:
+    later: list[int] = []
+
+    def broken(_b: EnrichedBatch, _f: Sequence[Flow]) -> None:
+        raise RuntimeError("store is on fire")
+
+    c, ring = make(FakeReader([read_of([1, 2]), read_of([3])]),
+                   hooks=[broken, lambda b, _f: later.append(len(b))])
+    assert c.run_once() == 2 and c.run_once() == 1
+    assert [f.source_port for f in everything(ring) if isinstance(f, Flow)] == [1, 2, 3]
+    assert later == [2, 1]  # the hook after the broken one still runs
+    assert c.hook_errors == 2 and c.stats()["hook_errors"] == 2
+    assert c.snapshot().failed_batches == 0
 
 
 def test_flows_rate_over_the_window() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 
 from spyglass.collector.abi import (
@@ -19,10 +21,12 @@ from spyglass.collector.abi import (
     F_IS_REPLY,
     F_REPLY_KNOWN,
     F_XLATED,
+    F_XLATED_REPLY,
     pack_event,
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher, UuidSource
+from spyglass.collector.enriched import NO_IP, EnrichedBatch
 from spyglass.model.enums import (
     DropReason,
     EventType,
@@ -247,3 +251,91 @@ def test_flows_round_trip_through_json() -> None:
 
 def test_empty_batch() -> None:
     assert enricher(FakeGetters()).enrich(batch()) == []
+
+
+def _at(k: int, **fields: Any) -> bytes:
+    """The k-th event of a batch: decoding sorts by time, so times keep the order."""
+    return pack_event(**{**fields, "ts_ns": 100 + k})
+
+
+MIXED = [  # one of each kind of row: common, ICMP, reply, policy, translated and its reply
+    _at(0, **POD, type=EVENT_TRACE, subtype=5, daddr=v4("10.244.0.3"), dst_ep=9,
+        dst_identity=5678, proto=6, sport=35010, dport=8080, flags=F_REPLY_KNOWN,
+        agg_packets=3, agg_bytes=222),
+    _at(1, **POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), proto=1, sport=(3 << 8) | 3),
+    _at(2, type=EVENT_TRACE, saddr=v4("10.244.0.3"), src_ep=9, src_identity=5678,
+        daddr=v4("10.244.0.2"), dst_ep=7, dst_identity=1234, direction=1,
+        flags=F_REPLY_KNOWN | F_IS_REPLY),
+    _at(3, **POD, type=EVENT_POLICY_VERDICT, daddr=v4("10.244.0.3"), direction=1,
+        match_type=4, verdict=1, policy_cookie=42),
+    _at(4, **POD, type=EVENT_DROP, subtype=133, daddr=v4("10.244.0.3"), direction=2,
+        policy_cookie=43),
+    _at(5, **POD, type=EVENT_TRACE, daddr=v4("10.244.0.3"), dport=8080, proto=6,
+        flags=F_XLATED, orig_daddr=v4("10.96.0.10"), orig_dport=80, service_id=3),
+    _at(6, type=EVENT_TRACE, saddr=v4("10.244.0.3"), daddr=v4("10.244.0.2"), sport=8080,
+        flags=F_XLATED_REPLY, orig_daddr=v4("10.96.0.10"), orig_dport=80),
+    _at(7, type=EVENT_TRACE, flags=F_IPV6, proto=58, sport=128 << 8,
+        saddr=socket.inet_pton(socket.AF_INET6, "fd00::1"),
+        daddr=socket.inet_pton(socket.AF_INET6, "2001:db8::2")),
+]
+
+
+def test_every_column_holds_what_its_flow_field_holds() -> None:
+    eb = enricher(FakeGetters()).enrich_batch(batch(*MIXED))
+    flows = eb.to_flows()
+    assert len(eb) == len(flows) == len(MIXED)
+    enums = ("verdict", "drop_reason", "event_type", "observation_point", "trace_reason",
+             "traffic_direction", "policy_match_type")
+    plain = ("time_ns", "event_subtype", "ip_version", "protocol", "source_port",
+             "destination_port", "destination_xlated_port", "tcp_flags", "icmp_type",
+             "icmp_code", "interface_index", "packets", "bytes")
+    for i, f in enumerate(flows):
+        assert f.uuid == eb.uuids[i] and f.node_name == eb.node_name == "node-a"
+        for name in enums + plain:
+            assert int(getattr(eb, name)[i]) == int(getattr(f, name)), name
+        assert eb.ip_table[eb.source_ip[i]] == f.source_ip
+        assert eb.ip_table[eb.destination_ip[i]] == f.destination_ip
+        xlated = int(eb.destination_xlated_ip[i])
+        assert (eb.ip_table[xlated] if xlated != NO_IP else "") == f.destination_xlated_ip
+        assert eb.endpoint_table[eb.source[i]] is f.source
+        assert eb.endpoint_table[eb.destination[i]] is f.destination
+        assert {-1: None, 0: False, 1: True}[int(eb.is_reply[i])] == f.is_reply
+        assert eb.ifname_table[eb.interface_name[i]] == f.interface_name
+        assert eb.service_table[eb.source_service[i]] == f.source_service
+        assert eb.service_table[eb.destination_service[i]] == f.destination_service
+        for key, codes in eb.policy_columns().items():
+            assert eb.policy_table[codes[i]] == getattr(f, key), key
+    # the rare rows are patched in the columns themselves
+    assert flows[3].verdict == Verdict.DROPPED and flows[3].ingress_denied_by
+    assert flows[4].egress_denied_by == (PolicyRef("db-ingress", "shop"),
+                                         PolicyRef("db-audit", "shop"))
+    assert (flows[5].destination_ip, flows[5].destination_xlated_ip) == ("10.96.0.10",
+                                                                         "10.244.0.3")
+    assert (flows[5].destination_port, flows[5].destination_xlated_port) == (80, 8080)
+    assert flows[5].destination_service == Service("cart", "shop")
+    assert flows[6].destination_ip == "10.244.0.2"  # a reply keeps its addresses
+    assert flows[2].traffic_direction == TrafficDirection.EGRESS  # a reply flips
+    assert (flows[7].icmp_type, flows[7].source_port) == (128, 0)
+
+
+def test_one_endpoint_on_both_sides_is_one_table_entry() -> None:
+    g = FakeGetters()
+    eb = enricher(g).enrich_batch(batch(MIXED[0], MIXED[2]))  # a request and its reply
+    assert eb.endpoint_table == [SRC, DST] or eb.endpoint_table == [DST, SRC]
+    assert eb.source.tolist() == eb.destination.tolist()[::-1]
+    assert g.calls["endpoint_by_id"] == 2
+
+
+def test_flows_are_read_from_the_batch_not_enriched_again() -> None:
+    g = FakeGetters()
+    eb = enricher(g).enrich_batch(batch(*MIXED))
+    asked = Counter(g.calls)
+    assert eb.to_flows() == eb.to_flows()
+    assert g.calls == asked
+
+
+def test_a_column_of_the_wrong_length_is_refused() -> None:
+    eb = enricher(FakeGetters()).enrich_batch(batch(*MIXED))
+    with pytest.raises(ValueError, match="source_port"):
+        dataclasses.replace(eb, source_port=np.zeros(1, dtype=np.uint16))
+    assert len(EnrichedBatch.empty()) == 0

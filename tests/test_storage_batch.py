@@ -1,14 +1,18 @@
-"""The hot path: batch_to_arrow gives exactly the rows flows_to_arrow gives for enrich()."""
+"""The hot path: enriched_to_arrow gives exactly the rows flows_to_arrow gives for the
+batch's own flows, from the one enrichment, without asking a getter again."""
 
 from __future__ import annotations
 
 import random
 import socket
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spyglass.collector.abi import (
     EVENT_DROP,
@@ -24,9 +28,10 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher, UuidSource
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.model.flow import Flow, PolicyRef, Service, Workload
 from spyglass.model.getters import EndpointInfo
-from spyglass.storage import batch_to_arrow, flows_to_arrow, store_hook
+from spyglass.storage import enriched_to_arrow, flows_to_arrow, store_hook
 
 PODS = [EndpointInfo(id=i, identity=256 + i, namespace=("shop", "db", "kube-system")[i % 3],
                      pod_name=f"pod-{i}", labels=(f"k8s:app=a{i % 4}",),
@@ -35,36 +40,47 @@ PODS = [EndpointInfo(id=i, identity=256 + i, namespace=("shop", "db", "kube-syst
 
 
 class Getters:
-    """Dict-backed getters with a few misses, and one that raises now and then."""
+    """Dict-backed getters with a few misses, and one that raises now and then; every call
+    is counted."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
 
     def endpoint_by_ip(self, ip: str) -> EndpointInfo | None:
+        self.calls["endpoint_by_ip"] += 1
         return {p.ips[0]: p for p in PODS}.get(ip)
 
     def endpoint_by_id(self, ep_id: int) -> EndpointInfo | None:
+        self.calls["endpoint_by_id"] += 1
         if ep_id == 13:
             raise RuntimeError("flaky backend")
         return {p.id: p for p in PODS}.get(ep_id)
 
     def labels_of(self, identity: int) -> tuple[str, ...] | None:
+        self.calls["labels_of"] += 1
         return {16777217: ("cidr:192.0.2.0/24", "reserved:world")}.get(identity)
 
     def ifname(self, ifindex: int) -> str:
+        self.calls["ifname"] += 1
         return f"lxc{ifindex:04d}" if ifindex % 3 else ""
 
     def service_by_id(self, service_id: int) -> Service | None:
+        self.calls["service_by_id"] += 1
         return {3: Service("cart", "shop"), 4: Service("db", "db")}.get(service_id)
 
     def service_by_addr(self, ip: str, port: int) -> Service | None:
+        self.calls["service_by_addr"] += 1
         return Service("by-addr", "shop") if port == 8080 else None
 
     def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]:
+        self.calls["policies_by_cookie"] += 1
         return {41: (PolicyRef("allow-web", "shop"),), 42: (PolicyRef("deny-db", "db"),),
                 43: (PolicyRef("a", "shop"), PolicyRef("b", "shop", "CiliumNetworkPolicy"))
                 }.get(cookie, ())
 
 
-def enricher(prefix: int = 0xC0FFEE) -> Enricher:
-    g = Getters()
+def enricher(prefix: int = 0xC0FFEE, g: Getters | None = None) -> Enricher:
+    g = g if g is not None else Getters()
     return Enricher(g, g, g, "node-a", services=g, policies=g, uuids=UuidSource(prefix=prefix))
 
 
@@ -101,33 +117,82 @@ def random_batch(seed: int, n: int) -> DecodedBatch:
     return Decoder(ClockOffset(1_000)).decode_bytes(b"".join(events))
 
 
+V4_ADDRS = [f"10.244.0.{i}" for i in range(1, 14)] + ["192.0.2.5", "10.96.0.10"]
+V6_ADDRS = ["fd00::1", "fd00::2", "2001:db8::9", "fd00::a"]
+
+
+@st.composite
+def events(draw: st.DrawFn) -> bytes:
+    """One raw event, every rare case in reach: policy verdicts (audited too), cookies,
+    translated rows and their replies, service ids, IPv6, ICMP, aggregation."""
+    v6 = draw(st.booleans())
+    addr = st.sampled_from(V6_ADDRS if v6 else V4_ADDRS).map(
+        lambda a: socket.inet_pton(socket.AF_INET6 if v6 else socket.AF_INET, a))
+    flags = ((F_IPV6 if v6 else 0)
+             | draw(st.sampled_from([0, F_REPLY_KNOWN, F_REPLY_KNOWN | F_IS_REPLY, F_IS_REPLY]))
+             | draw(st.sampled_from([0, F_XLATED, F_XLATED_REPLY, F_XLATED | F_XLATED_REPLY]))
+             | draw(st.sampled_from([0, F_AUDITED])))
+    return pack_event(
+        type=draw(st.sampled_from([EVENT_TRACE, EVENT_DROP, EVENT_POLICY_VERDICT])),
+        subtype=draw(st.sampled_from([0, 5, 7, 13, 133, 181, 196, 250])), flags=flags,
+        ts_ns=draw(st.integers(0, 10**6)), saddr=draw(addr), daddr=draw(addr),
+        orig_daddr=draw(addr), orig_dport=draw(st.sampled_from([0, 80, 8080])),
+        src_ep=draw(st.sampled_from([0, 1, 2, 13, 99])), dst_ep=draw(st.sampled_from([0, 4, 13])),
+        src_identity=draw(st.sampled_from([0, 1, 2, 257, 16777217])),
+        dst_identity=draw(st.sampled_from([0, 2, 260, 16777217])),
+        ifindex=draw(st.sampled_from([0, 4, 5, 6])), orig_len=draw(st.integers(0, 2**32 - 1)),
+        sport=draw(st.integers(0, 65535)), dport=draw(st.sampled_from([0, 53, 80, 8080])),
+        proto=draw(st.sampled_from([6, 17, 1, 58, 132, 47])), tcp_flags=draw(st.integers(0, 255)),
+        reason=draw(st.sampled_from([0, 1, 3, 9])), direction=draw(st.integers(0, 4)),
+        match_type=draw(st.sampled_from([0, 1, 4, 9])), verdict=draw(st.integers(0, 3)),
+        policy_cookie=draw(st.sampled_from([0, 41, 42, 43, 44])),
+        service_id=draw(st.sampled_from([0, 3, 4, 5])),
+        agg_packets=draw(st.sampled_from([0, 1, 7])), agg_bytes=draw(st.integers(0, 2**32 - 1)))
+
+
+def decode(raw: Sequence[bytes]) -> DecodedBatch:
+    return Decoder(ClockOffset(1_000)).decode_bytes(b"".join(raw))
+
+
 def _diff(a: pa.Table, b: pa.Table) -> list[str]:
     return [name for name in a.column_names if not a.column(name).equals(b.column(name))]
 
 
-@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(40)])
-def test_batch_to_arrow_matches_flows_to_arrow(seed: int) -> None:
-    b = random_batch(seed, n=1 + seed * 7)
-    want = flows_to_arrow(enricher().enrich(b))
-    got = pa.Table.from_batches([batch_to_arrow(b, enricher())])
+def assert_rows_are_the_flows(eb: EnrichedBatch) -> None:
+    want = flows_to_arrow(eb.to_flows())
+    got = pa.Table.from_batches([enriched_to_arrow(eb)])
     assert got.schema == want.schema
     assert _diff(got, want) == []
 
 
-def test_given_uuids_are_the_ring_flows_uuids() -> None:
-    b = random_batch(7, 50)
-    e = enricher(prefix=1)
-    fl = e.enrich(b)
-    got = pa.Table.from_batches([batch_to_arrow(b, enricher(prefix=2),
-                                                uuids=[f.uuid for f in fl])])
-    assert _diff(got, flows_to_arrow(fl)) == []
+@pytest.mark.parametrize("seed", [pytest.param(s, id=f"seed{s}") for s in range(40)])
+def test_store_rows_are_the_batch_flows(seed: int) -> None:
+    assert_rows_are_the_flows(enricher().enrich_batch(random_batch(seed, n=1 + seed * 7)))
 
 
-def test_empty_batch_and_wrong_uuid_count() -> None:
-    empty = random_batch(1, 0)
-    assert batch_to_arrow(empty, enricher()).num_rows == 0
-    with pytest.raises(ValueError, match="one per event"):
-        batch_to_arrow(random_batch(1, 3), enricher(), uuids=["a"])
+@settings(max_examples=150, deadline=None)
+@given(st.lists(events(), min_size=1, max_size=40))
+def test_store_rows_are_the_batch_flows_for_drawn_events(raw: list[bytes]) -> None:
+    assert_rows_are_the_flows(enricher().enrich_batch(decode(raw)))
+
+
+def test_the_store_rows_ask_no_getter_and_keep_the_flows_uuids() -> None:
+    g = Getters()
+    eb = enricher(prefix=1, g=g).enrich_batch(random_batch(7, 300))
+    asked = Counter(g.calls)
+    assert asked["policies_by_cookie"] and asked["service_by_id"]  # the rare rows were there
+    rows = enriched_to_arrow(eb)
+    flows = eb.to_flows()
+    assert g.calls == asked  # neither the rows nor the flows enrich again
+    assert rows.column("uuid").to_pylist() == eb.uuids == [f.uuid for f in flows]
+    assert len(set(eb.uuids)) == len(eb) == 300
+
+
+def test_an_empty_batch_has_no_rows() -> None:
+    for eb in (EnrichedBatch.empty("node-a"), enricher().enrich_batch(random_batch(1, 0))):
+        assert len(eb) == 0 and eb.to_flows() == []
+        rows = enriched_to_arrow(eb)
+        assert rows.num_rows == 0 and rows.schema == flows_to_arrow([]).schema
 
 
 class _Writer:
@@ -138,12 +203,14 @@ class _Writer:
         self.batches.append(batch)
 
 
-def test_store_hook_feeds_the_writer_with_the_ring_uuids() -> None:
-    b = random_batch(3, 20)
-    e = enricher()
-    fl: Sequence[Flow] = e.enrich(b)
+def test_store_hook_feeds_the_writer_the_batch_rows() -> None:
+    eb = enricher().enrich_batch(random_batch(3, 20))
+    fl: Sequence[Flow] = eb.to_flows()
     w = _Writer()
-    store_hook(w, e)(b, fl)  # type: ignore[arg-type]
-    assert w.batches[0].column("uuid").to_pylist() == [f.uuid for f in fl]
-    assert np.array_equal(w.batches[0].column("time").cast(pa.int64()).to_numpy(),
+    hook = store_hook(w)  # type: ignore[arg-type]
+    hook(eb, fl)
+    hook(EnrichedBatch.empty("node-a"), [])  # nothing to store: nothing submitted
+    (rows,) = w.batches
+    assert rows.column("uuid").to_pylist() == [f.uuid for f in fl]
+    assert np.array_equal(rows.column("time").cast(pa.int64()).to_numpy(),
                           [f.time_ns for f in fl])

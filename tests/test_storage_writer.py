@@ -146,7 +146,7 @@ def test_close_with_the_store_down_counts_what_it_gives_up(empty: FlowStore) -> 
 def test_a_batch_with_the_wrong_columns_is_refused_at_submit(empty: FlowStore) -> None:
     w = StoreWriter(empty)
     try:
-        with pytest.raises(ValueError, match="batch_to_arrow"):
+        with pytest.raises(ValueError, match="enriched_to_arrow"):
             w.submit(pa.record_batch({"x": [1]}))
     finally:
         w.close()
