@@ -5,7 +5,8 @@ streams, history and tests, and so that its output is testable as exact text:
 tests hand it a colourless fixed-width `rich` console and compare strings.
 Shapes, words and spacing follow Hubble's printer (compact line, dict blocks,
 tab-aligned table, one GetFlowsResponse JSON per line) so that people's eyes
-and scripts carry over.
+and scripts carry over. The dashboard writes the same words (ui/static/js/flowfmt.js);
+tests/fixtures/flow_text.json holds the expected texts, and one test per side reads it.
 """
 
 from __future__ import annotations
@@ -144,11 +145,14 @@ def flow_type(f: Flow) -> str:
 
 
 def verdict_text(f: Flow) -> str:
-    """The verdict word; policy-verdict events say ALLOWED / DENIED / AUDITED as in Hubble."""
+    """The verdict word; policy-verdict events say ALLOWED / DENIED / AUDITED as in Hubble.
+
+    Hubble counts an ERROR verdict of a policy-verdict event as DENIED too (`getVerdict`).
+    """
     if f.event_type == EventType.POLICY_VERDICT:
         if f.verdict in (Verdict.FORWARDED, Verdict.REDIRECTED):
             return "ALLOWED"
-        if f.verdict == Verdict.DROPPED:
+        if f.verdict in (Verdict.DROPPED, Verdict.ERROR):
             return "DENIED"
         if f.verdict == Verdict.AUDIT:
             return "AUDITED"

@@ -184,10 +184,10 @@ class Protocol(enum.IntEnum):
 #: TCP flag bits as in the TCP header byte, with Hubble's names, in Hubble's print order.
 TCP_FLAG_BITS: tuple[tuple[str, int], ...] = (
     ("SYN", 0x02),
-    ("FIN", 0x01),
-    ("RST", 0x04),
-    ("PSH", 0x08),
     ("ACK", 0x10),
+    ("RST", 0x04),
+    ("FIN", 0x01),
+    ("PSH", 0x08),
     ("URG", 0x20),
     ("ECE", 0x40),
     ("CWR", 0x80),

@@ -215,8 +215,8 @@ ERRORS = [
                  "(0-4294967295) or one of host, world like --identity 12345",
                  id="identity-name"),
     pytest.param("tcp-flags", "SYN,NOPE",
-                 "--tcp-flags: 'NOPE' is not a TCP flag; use a comma list of SYN, FIN, RST, "
-                 "PSH, ACK, URG, ECE, CWR like --tcp-flags SYN,ACK", id="tcp-flag-unknown"),
+                 "--tcp-flags: 'NOPE' is not a TCP flag; use a comma list of SYN, ACK, RST, "
+                 "FIN, PSH, URG, ECE, CWR like --tcp-flags SYN,ACK", id="tcp-flag-unknown"),
     pytest.param("traffic-direction", "sideways",
                  "--traffic-direction: 'SIDEWAYS' is not a traffic direction; use one of "
                  "TRAFFIC_DIRECTION_UNKNOWN, INGRESS, EGRESS like --traffic-direction ingress",

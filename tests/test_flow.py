@@ -73,8 +73,8 @@ def test_hubble_field_names() -> None:
 @pytest.mark.parametrize(
     ("flags", "summary"),
     [pytest.param(0x12, "TCP Flags: SYN, ACK", id="syn-ack"),
-     pytest.param(0x11, "TCP Flags: FIN, ACK", id="fin-ack"),
-     pytest.param(0x18, "TCP Flags: PSH, ACK", id="psh-ack")],
+     pytest.param(0x11, "TCP Flags: ACK, FIN", id="ack-fin"),
+     pytest.param(0x18, "TCP Flags: ACK, PSH", id="ack-psh")],
 )
 def test_tcp_summary_order_is_hubbles(flags: int, summary: str) -> None:
     assert Flow(time_ns=0, protocol=Protocol.TCP, tcp_flags=flags).summary == summary

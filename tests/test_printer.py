@@ -71,6 +71,11 @@ VERDICT = tcp(destination=DB, destination_ip="10.244.0.4", destination_port=5432
               traffic_direction=TrafficDirection.INGRESS,
               ingress_denied_by=(PolicyRef("deny-db", "shop"),),
               observation_point=ObservationPoint.UNKNOWN_POINT)
+ERRORED = tcp(destination=DB, destination_ip="10.244.0.4", destination_port=5432,
+              verdict=Verdict.ERROR, event_type=EventType.POLICY_VERDICT,
+              policy_match_type=PolicyMatchType.L3_L4,
+              traffic_direction=TrafficDirection.INGRESS,
+              observation_point=ObservationPoint.UNKNOWN_POINT)
 ALLOWED = tcp(event_type=EventType.POLICY_VERDICT, policy_match_type=PolicyMatchType.ALL,
               traffic_direction=TrafficDirection.EGRESS,
               observation_point=ObservationPoint.UNKNOWN_POINT)
@@ -114,6 +119,9 @@ def render(events: list[Event], output: str = "compact", **kw: Any) -> str:
     pytest.param(VERDICT, {"print_policy_names": True}, f"{TS}: shop/frontend-1:35010 (ID:4321) "
                  "-> shop/db-0:5432 (ID:7777) policy-verdict:L3-L4 INGRESS DENIED BY "
                  "shop/deny-db (NetworkPolicy) (TCP Flags: SYN)", id="policy-names"),
+    pytest.param(ERRORED, {}, f"{TS}: shop/frontend-1:35010 (ID:4321) -> shop/db-0:5432 "
+                 "(ID:7777) policy-verdict:L3-L4 INGRESS DENIED (TCP Flags: SYN)",
+                 id="policy-verdict-error-reads-denied-as-in-hubble"),
     pytest.param(ALLOWED, {"print_policy_names": True}, f"{TS}: shop/frontend-1:35010 "
                  "(ID:4321) -> shop/cart-0:8080 (ID:5678) policy-verdict:all EGRESS ALLOWED "
                  "(TCP Flags: SYN)", id="policy-allowed-no-names"),

@@ -127,7 +127,7 @@ def test_history_table_chart_brush_and_downloads(
         page.click("#download-csv")
     rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
     assert len(rows) == 10 and {r["verdict"] for r in rows} == {"DROPPED"}
-    assert rows[0]["policies"] == "shop/db-allow-cart-only"
+    assert rows[0]["policies"] == "shop/db-allow-cart-only (NetworkPolicy)"  # as the table
     with page.expect_download() as dl:
         page.click("#download-json")
     lines = [json.loads(x) for x in Path(dl.value.path()).read_text().splitlines()]
