@@ -280,8 +280,8 @@ class SpyglassMode:
     def available() -> str | None:
         """Why the mode cannot run here (None if it can)."""
         try:
-            from spyglass.model import services  # noqa: F401
             from spyglass.bpf.datapath import Datapath
+            from spyglass.model import services  # noqa: F401
         except ImportError as exc:
             return f"spyglass.model.services is not importable ({exc}): the LB has not landed"
         if not hasattr(Datapath, "load_services"):

@@ -9,9 +9,18 @@ where the last one stopped, so a restart loses nothing unless a ring fills up, a
 the kernel counts the loss exactly. This is the systemd file-descriptor-store idea,
 for one kind of fd.
 
+The keeper also holds the perf event array map that points the datapath at the rings
+(its fd, as the agent opened it). The kernel clears a perf event array's entries when
+the map *file* they were set through is released (`perf_event_fd_array_release`), so
+that a dead process's rings are not written forever: when the agent dies, its fd goes,
+and unless someone else holds the same file, every submit fails from then on (ENOENT,
+counted). The keeper is that someone. The agent hands it the map again once its own
+programs are attached, and the keeper lets the previous one go.
+
 The protocol is one line of JSON per request, with fds attached where they travel:
-`{"op": "hold", "cpus": [...], "pages": N}` + fds, `{"op": "take"}` -> the same back,
-`{"op": "stop"}`. The socket is mode 0600 in the agent's state directory.
+`{"op": "hold", "cpus": [...], "pages": N}` + [map fd, one perf fd per CPU],
+`{"op": "take"}` -> the perf fds back, `{"op": "stop"}`. The socket is mode 0600 in the
+agent's state directory.
 
 `start` runs `python -m spyglass.collector.keeper --detach SOCKET LOG`, which forks the
 keeper away so that it outlives its starter and is nobody's child.
@@ -93,9 +102,11 @@ def take(path: str) -> KeptRings | None:
     return KeptRings(tuple(cpus), pages, tuple(fds))
 
 
-def hold(path: str, cpus: Sequence[int], pages: int, fds: Sequence[int]) -> None:
-    """Give the keeper these rings to hold (it keeps its own copies of the fds)."""
-    answer, _ = _request(path, {"op": "hold", "cpus": list(cpus), "pages": pages}, fds)
+def hold(path: str, map_fd: int, cpus: Sequence[int], pages: int, fds: Sequence[int]) -> None:
+    """Give the keeper the perf event array `map_fd` and the rings it points at (one perf
+    fd per CPU in `cpus`); it keeps its own copies of the fds, and lets go of what it held."""
+    answer, _ = _request(path, {"op": "hold", "cpus": list(cpus), "pages": pages},
+                         [map_fd, *fds])
     if answer.get("ok") is not True:
         raise KeeperError(f"the ring keeper refused the rings: {answer.get('error')}")
 
@@ -161,10 +172,13 @@ class _Held:
     def __init__(self) -> None:
         self.cpus: list[int] = []
         self.pages = 0
+        self.map_fd = -1
         self.fds: list[int] = []
         self.maps: list[mmap.mmap] = []
 
-    def replace(self, cpus: list[int], pages: int, fds: list[int]) -> None:
+    def replace(self, cpus: list[int], pages: int, map_fd: int, fds: list[int]) -> None:
+        """Hold these; what was held before goes only once they are (a map's entries
+        survive the hand-over when it is the same map)."""
         maps = []
         try:
             for fd in fds:
@@ -175,19 +189,20 @@ class _Held:
         except BaseException:
             for m in maps:
                 m.close()
-            for fd in fds:
+            for fd in (map_fd, *fds):
                 os.close(fd)
             raise
         self.clear()
-        self.cpus, self.pages, self.fds, self.maps = cpus, pages, fds, maps
+        self.cpus, self.pages, self.map_fd, self.fds, self.maps = cpus, pages, map_fd, fds, maps
 
     def clear(self) -> None:
         for m in self.maps:
             m.close()
-        for fd in self.fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.cpus, self.pages, self.fds, self.maps = [], 0, [], []
+        for fd in (self.map_fd, *self.fds):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.cpus, self.pages, self.map_fd, self.fds, self.maps = [], 0, -1, [], []
 
 
 def serve(path: str) -> None:
@@ -231,15 +246,16 @@ def _handle(conn: socket.socket, held: _Held) -> bool:
     out: list[int] = []
     if op == "hold":
         cpus, pages = request.get("cpus"), request.get("pages")
-        if (isinstance(cpus, list) and isinstance(pages, int) and len(cpus) == len(fds)
+        if (isinstance(cpus, list) and isinstance(pages, int) and len(cpus) + 1 == len(fds)
                 and all(isinstance(c, int) for c in cpus) and pages > 0):
             try:
-                held.replace(list(cpus), pages, list(fds))
+                held.replace(list(cpus), pages, fds[0], list(fds[1:]))
                 fds = []
             except OSError as exc:
                 reply = {"ok": False, "error": str(exc)}
         else:
-            reply = {"ok": False, "error": "hold needs cpus, pages and one fd per cpu"}
+            reply = {"ok": False, "error": "hold needs cpus, pages, the map fd and one fd "
+                                           "per cpu"}
     elif op == "take":
         reply = {"ok": True, "cpus": held.cpus, "pages": held.pages}
         out = held.fds

@@ -39,8 +39,9 @@ def running(tmp_path: Path) -> Iterator[str]:
 def test_the_keeper_holds_rings_and_hands_the_same_ones_back(running: str) -> None:
     assert keeper.take(running) is None  # holds nothing yet
     fds = [memfd(b"cpu0"), memfd(b"cpu1")]
-    keeper.hold(running, [0, 1], PAGES, fds)
-    for fd in fds:
+    map_fd = memfd(b"map")
+    keeper.hold(running, map_fd, [0, 1], PAGES, fds)
+    for fd in [map_fd, *fds]:
         os.close(fd)  # the agent's own copies go; the keeper's stay
     kept = keeper.take(running)
     assert kept is not None and kept.cpus == (0, 1) and kept.pages == PAGES
@@ -54,10 +55,11 @@ def test_the_keeper_holds_rings_and_hands_the_same_ones_back(running: str) -> No
 
 
 def test_a_malformed_hold_is_refused_and_its_fds_closed(running: str) -> None:
-    fd = memfd(b"x")
+    fd, map_fd = memfd(b"x"), memfd(b"map")
     with pytest.raises(keeper.KeeperError, match="one fd per cpu"):
-        keeper.hold(running, [0, 1], PAGES, [fd])
+        keeper.hold(running, map_fd, [0, 1], PAGES, [fd])
     os.close(fd)
+    os.close(map_fd)
     assert keeper.take(running) is None
 
 

@@ -297,22 +297,56 @@ def test_a_read_frees_nothing_until_delivered(emitter: Emitter) -> None:
         assert sum(reader.delivered().values()) == 5
 
 
+def reopen_map(fd: int) -> int:
+    """A new file for the same map (BPF_MAP_GET_FD_BY_ID), as another process would have."""
+    import ctypes as ct
+
+    from bcc.libbcc import lib
+
+    from spyglass.bpf import pins
+
+    info = pins._MapInfo()
+    size = ct.c_uint32(ct.sizeof(info))
+    assert pins._lib().bpf_obj_get_info(fd, ct.byref(info), ct.byref(size)) == 0
+    lib.bpf_map_get_fd_by_id.argtypes = [ct.c_uint32]
+    new = int(lib.bpf_map_get_fd_by_id(info.id))
+    assert new >= 0, "BPF_MAP_GET_FD_BY_ID failed"
+    return new
+
+
+@pytest.mark.datapath
+def test_a_dead_readers_map_file_takes_its_ring_entries_with_it(emitter: Emitter) -> None:
+    """The kernel fact the keeper exists for: entries set through a map file are cleared
+    when that file is released, so a dead agent's datapath writes into nothing."""
+    agents_map = reopen_map(emitter.map_fd)
+    reader = PerfReader(agents_map, pages=8, watermark_bytes=2048)
+    emitter.send(2)
+    assert len(reader.read(timeout_ms=0)) == 2
+    os.close(agents_map)  # the agent dies: its map file goes (its rings stay open here)
+    emitter.send(5)
+    assert len(reader.read(timeout_ms=0)) == 0  # the entries went with the file
+    reader.close(keep_slots=True)
+
+
 @pytest.mark.datapath
 def test_rings_held_by_the_keeper_keep_what_is_written_while_no_reader_runs(
         emitter: Emitter, tmp_path: Path) -> None:
-    """The restart path: reader one hands its rings to the keeper and goes; events keep
-    arriving; reader two takes the same rings back and reads all of them, the batch
-    reader one read but never delivered included."""
+    """The restart path: reader one (with a map file of its own, as an agent has) hands the
+    map and its rings to the keeper and dies; events keep arriving; reader two takes the
+    same rings back and reads all of them, the batch reader one read but never delivered
+    included."""
     from spyglass.collector import keeper
 
     sock = str(tmp_path / keeper.KEEPER_SOCKET)
     keeper.start(sock)
     try:
-        first = PerfReader(emitter.map_fd, pages=8, watermark_bytes=2048)
-        keeper.hold(sock, first.cpus, first.pages, first.fds())
+        agents_map = reopen_map(emitter.map_fd)
+        first = PerfReader(agents_map, pages=8, watermark_bytes=2048)
+        keeper.hold(sock, agents_map, first.cpus, first.pages, first.fds())
         emitter.send(3)
         assert len(first.read(timeout_ms=0)) == 3  # read, then the agent "dies"
         first.close(keep_slots=True, commit=False)  # died: those 3 were never delivered
+        os.close(agents_map)  # ...and its map file with it; the keeper holds another copy
         emitter.send(7)  # nobody reads these: the kept rings take them
         kept = keeper.take(sock)
         assert kept is not None
