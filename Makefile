@@ -2,13 +2,15 @@
 .PHONY: setup demo test test-unit lint typecheck clean-host
 
 PYTEST_ARGS ?=
+# Extra options for `spyglass up` (the teardown test gives it private names).
+DEMO_ARGS ?=
 SHELL := /bin/bash
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/spyglass up --demo
+	.venv/bin/spyglass up --demo $(DEMO_ARGS)
 
 # The README's test command: the layer contracts and the type check, then every test.
 test: setup lint typecheck

@@ -1,378 +1,350 @@
-"""The agent behind `spyglass up`: the composition root that wires every layer.
+"""The agent: datapath, collector, store and API for the lab that exists on this host.
 
-It is the one place that knows about all of them: the lab makes pods, the datapath
-is attached to their veths, the collector reads the datapath's perf rings into the
-ring, and the API serves the ring. Start order is chosen so that the first packets of
-the demo are already observed (datapath and collector before the pods' processes),
-and teardown runs in reverse, each step guarded so that one failure never leaves
-the rest of the host dirty.
+The lab is not the agent's (see labview.py): the agent attaches to it, follows its changes
+and leaves it running when it stops. What the agent owns outlives it too, on purpose:
+
+- the datapath's maps are pinned and its programs stay attached, so pods stay enforced
+  and services keep balancing while no agent runs; the next agent adopts both, writes
+  only what differs, and swaps its programs in atomically (`bpf/datapath.py`);
+- the perf rings are held by the ring keeper (`collector/keeper.py`), so events written
+  while no agent runs wait for the next one; what overflows is counted by the kernel;
+- the policy set is journaled (`records.PolicyJournal`) and rebuilt the same.
+
+Accounting across a restart: per CPU, the kernel counts successful and failed submits
+(pinned), and agents record what they delivered and which failures they told
+(`sg_reader`). A new agent therefore tells, exactly, the failures nobody told yet, and
+the events that were written but that no agent delivered and that are not in the rings
+(their rings went with a keeper that went away): `RestartGap`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
 
-from rich.console import Console
-
+from spyglass.agent.labview import LabView, LabWatcher
+from spyglass.agent.options import AgentOptions
 from spyglass.agent.policies import PodView, PolicyManager
-from spyglass.api.credentials import remove_local_token, token_path
+from spyglass.agent.records import PolicyJournal, read_agent, this_process, write_agent
 from spyglass.api.metrics import FlowMetrics
+from spyglass.api.source import AgentStatus, RestartGap
+from spyglass.bpf import pins
 from spyglass.bpf.datapath import Datapath, DatapathEndpoint, DatapathError
-from spyglass.bpf.datapath import cleanup as bpf_cleanup
+from spyglass.collector import keeper
 from spyglass.collector.collector import BatchHook, Collector
 from spyglass.collector.decoder import Decoder
 from spyglass.collector.enrich import Enricher
+from spyglass.collector.lost import LossLedger
 from spyglass.collector.perf import PerfReader
 from spyglass.collector.ring import FlowRing
 from spyglass.lab.errors import LabError
 from spyglass.lab.lab import Lab
-from spyglass.lab.manifest import Manifest, Pod, load_manifest, parse_manifest
 from spyglass.lab.model import LabPod
-from spyglass.lab.services import parse_service
-from spyglass.lab.state import teardown_from_state
+from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Flow
 from spyglass.model.policy import CompiledPolicy
-from spyglass.policy.compile import DEFAULT_MAX_ENTRIES
-from spyglass.policy.parse import PolicyError, parse_policies
-from spyglass.storage import FlowStore, StoreError, StoreWriter, store_hook
+from spyglass.policy.fields import PolicyError
+from spyglass.policy.parse import parse_policies
+from spyglass.storage import FlowStore, StoreWriter, WriterStats, store_hook
 
-STATE_DIR = "/run/spyglass"
-PIN_DIR = "/sys/fs/bpf/spyglass"
+log = logging.getLogger(__name__)
+
 VERSION = "0.1.0"
-DEFAULT_STORE = "chdb:///var/lib/spyglass/flows"
-UI_DIR = str(resources.files("spyglass.ui").joinpath("static"))
-
-
-@dataclass(frozen=True)
-class AgentOptions:
-    manifest: str | None = None
-    demo: bool = False
-    host: str = "127.0.0.1"
-    port: int = 4245
-    aggregation: str = "medium"
-    interval_s: float = 5.0
-    ring_capacity: int = 65535
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/12"
-    node_name: str = field(default_factory=lambda: os.uname().nodename)
-    state_dir: str = STATE_DIR
-    pin_dir: str = PIN_DIR
-    prefix: str = "sg"
-    link_prefix: str = "lxc"
-    policy_audit: bool = False
-    policy_audit_namespaces: frozenset[str] = frozenset()
-    store: str | None = DEFAULT_STORE   # None: no history (the ring only)
-    query_store: str | None = None      # a server's read-only user for `query sql`
-    retention_days: int = 7
-    writer_max_rows: int = 1_000_000
-    token: str | None = None
-    metrics_public: bool = False
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    allowed_hosts: tuple[str, ...] = ()
-    policy_max_entries: int = DEFAULT_MAX_ENTRIES
-
-
 POLICY_KINDS = ("NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 
 
-def demo_manifest_path() -> str:
-    return str(resources.files("spyglass.lab").joinpath("manifests/demo.yaml"))
+@dataclass
+class _Timers:
+    t0: float = field(default_factory=time.monotonic)
+    marks: dict[str, float] = field(default_factory=dict)
 
-
-class _LabInterfaces:
-    """InterfaceGetter over the lab's host-side veths (pods come and go)."""
-
-    def __init__(self, lab: Lab) -> None:
-        self._lab = lab
-
-    def ifname(self, ifindex: int) -> str:
-        return next((p.host_ifname for p in self._lab.pods if p.host_ifindex == ifindex), "")
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.monotonic() - self.t0
 
 
 class Agent:
-    """Owns the lab, the datapath and the collector for one `up` run (the API's FlowSource)."""
+    """One agent run; `start` attaches to the lab, `stop` detaches (or tears the datapath
+    down). It is the API's FlowSource."""
 
     def __init__(self, opts: AgentOptions) -> None:
         self.opts = opts
-        self.node_name = opts.node_name
-        self.ring = FlowRing(opts.ring_capacity)  # validates the capacity before touching the host
+        self.node_name = opts.node
+        self.ring = FlowRing(opts.ring_capacity)  # validates the capacity before the host
         self.started_ns = time.time_ns()
-        self.lab: Lab | None = None
-        self.datapath: Datapath | None = None
-        self.collector: Collector | None = None
-        self.timings: dict[str, float] = {}
-        self.manifest: Manifest | None = None
-        self._policy_docs: list[Any] = []
-        self.store: FlowStore | None = None
-        self.store_dsn = opts.store or ""
-        self.writer: StoreWriter | None = None
         self.metrics = FlowMetrics()
-        self._changes = threading.Lock()  # pod and service changes, one at a time
+        self.losses = LossLedger()
+        self.view: LabView | None = None
+        self.datapath: Datapath | None = None
+        self.reader: PerfReader | None = None
+        self.collector: Collector | None = None
+        self.watcher: LabWatcher | None = None
+        self.store: FlowStore | None = None
+        self.store_dsn = opts.store_dsn or ""
+        self.writer: StoreWriter | None = None
+        self.gap: RestartGap | None = None
+        self.timings = _Timers()
+        self.keeper_socket = os.path.join(opts.state_dir, keeper.KEEPER_SOCKET)
+        self.keeper_pid = 0
+        self.journal = PolicyJournal(opts.state_dir)
+        self._changes = threading.Lock()  # reconciles and policy changes, one at a time
+        self._attached: set[int] = set()
+        self._base: list[pins.ReaderState] = []
+        self._saved: tuple[list[pins.ReaderState], int] | None = None
+        self._unstored_at_close = 0  # what the writer could not write when it closed
         self.policies = PolicyManager(self._pod_views, self._load_policy,
-                                      audit_namespaces=opts.policy_audit_namespaces,
+                                      audit_namespaces=frozenset(opts.policy_audit_namespaces),
                                       audit_all=opts.policy_audit,
-                                      max_entries=opts.policy_max_entries)
+                                      max_entries=opts.policy_max_entries,
+                                      journal=self.journal)
 
-    def start(self, log: Callable[[str], None] = lambda s: None) -> None:
-        t0 = time.monotonic()
-        path = demo_manifest_path() if self.opts.demo else self.opts.manifest
-        assert path is not None
-        manifest = self.manifest = load_manifest(path)
-        self._policy_docs = [o for kind in POLICY_KINDS for o in manifest.objects_of(kind)]
-        parse_policies(self._policy_docs, path)  # refuse bad policy before touching the host
-        if self.opts.store:
-            log(f"opening the flow store {self.opts.store}")
-            self.store = FlowStore.open(self.opts.store, retention_days=self.opts.retention_days,
+    # -- start ------------------------------------------------------------------------
+
+    def start(self, log_line: Callable[[str], None] = lambda s: None) -> None:
+        """Attach to the lab that is up; raises LabError when there is none."""
+        other = read_agent(self.opts.state_dir)
+        if other is not None and other.alive() and other.pid != os.getpid():
+            raise LabError(f"an agent already runs here (pid {other.pid}); stop it first, "
+                           "or run `spyglass down` to remove everything")
+        # Watch from before the first read: a `lab add` made while we start is then seen.
+        watcher = LabWatcher(self.opts.state_dir, self.reconcile, self._lab_gone)
+        lab = Lab.load(self.opts.state_dir)
+        self.view = LabView(lab)
+        docs = [o for kind in POLICY_KINDS for o in lab.manifest.objects_of(kind)]
+        parse_policies(docs, lab.manifest.source)  # a bad policy fails before the datapath
+        if self.opts.store_dsn:
+            log_line(f"opening the flow store {self.opts.store_dsn}")
+            self.store = FlowStore.open(self.opts.store_dsn,
+                                        retention_days=self.opts.retention_days,
                                         query_dsn=self.opts.query_store)
             self.writer = StoreWriter(self.store, max_rows=self.opts.writer_max_rows)
-        self.lab = Lab(manifest, pod_cidr=self.opts.pod_cidr, prefix=self.opts.prefix,
-                       link_prefix=self.opts.link_prefix, state_dir=self.opts.state_dir,
-                       service_cidr=self.opts.service_cidr)
-        log(f"compiling the datapath (aggregation {self.opts.aggregation})")
-        self.datapath = Datapath(pin_dir=self.opts.pin_dir, aggregation=self.opts.aggregation,
-                                 interval_s=self.opts.interval_s,
-                                 service_cidr=self.opts.service_cidr)
-        self.timings["compile_s"] = time.monotonic() - t0
-        log(f"creating {len(manifest.pods)} pods")
-        for warning in manifest.warnings:
-            log(f"[yellow]warning[/]: {warning}")
-        self.lab.up(on_wired=self._attach)
-        self.timings["ready_s"] = time.monotonic() - t0
+        log_line(f"loading the datapath (aggregation {self.opts.aggregation})")
+        dp = self.datapath = Datapath(pin_dir=self.opts.pin_dir,
+                                      aggregation=self.opts.aggregation,
+                                      interval_s=self.opts.interval_s,
+                                      service_cidr=lab.service_cidr)
+        self.timings.mark("datapath_s")
+        before, now = dp.begin_generation(os.getpid(), time.time_ns())
+        if dp.adopted:
+            log_line(f"adopting the running datapath (generation {before.generation}, "
+                     f"pid {before.pid})")
+        self._open_rings(dp)
+        written, deleted = dp.sync_endpoints(self._endpoints(lab))
+        self.policies.restore(docs, lab.manifest.source, self.journal.entries())
+        dp.load_services(lab.service_entries())
+        replaced = sum(self._attach(p.host_ifindex) == "replaced" for p in lab.pods
+                       if p.host_ifindex)
+        self._keep_rings(dp)
+        self._start_collector(dp, before, now, written, deleted, replaced)
+        write_agent(self.opts.state_dir, this_process(self.keeper_pid))
+        self.watcher = watcher
+        self.watcher.start()
+        self.timings.mark("ready_s")
 
-    def _attach(self, pods: list[LabPod]) -> None:
-        """Program endpoints, attach the datapath and start the collector, before any pod runs."""
-        assert self.datapath is not None and self.lab is not None
-        for pod in pods:
-            self.datapath.upsert_endpoint(_endpoint(pod))
-        assert self.manifest is not None
-        self.policies.load_objects(self._policy_docs, self.manifest.source)
-        self.datapath.load_services(self.lab.service_entries())
-        for pod in pods:
-            self.datapath.attach(pod.host_ifindex)
-        enricher = Enricher(endpoints=self.lab, identities=self.lab,
-                            interfaces=_LabInterfaces(self.lab), node_name=self.node_name,
-                            policies=self.policies, services=self.lab)
+    def _open_rings(self, dp: Datapath) -> None:
+        """The perf rings: the ones the keeper holds when there is one, else new ones."""
+        try:
+            kept = keeper.take(self.keeper_socket)
+        except keeper.KeeperError:
+            kept = None
+        self.reader = PerfReader(dp.events_map_fd, pages=self.opts.perf_ring_pages, kept=kept)
+
+    def _keep_rings(self, dp: Datapath) -> None:
+        """Hand the keeper this datapath's event map and the rings, once our programs are
+        attached: until then the earlier programs write through the map it holds."""
+        assert self.reader is not None
+        record = read_agent(self.opts.state_dir)
+        try:
+            if self.reader.adopted:
+                self.keeper_pid = record.keeper_pid if record is not None else 0
+            else:
+                keeper.stop(self.keeper_socket)  # rings of another shape, if any: not ours
+                self.keeper_pid = keeper.start(
+                    self.keeper_socket, os.path.join(self.opts.state_dir, "keeper.log"))
+            keeper.hold(self.keeper_socket, dp.events_map_fd, self.reader.cpus,
+                        self.reader.pages, self.reader.fds())
+        except keeper.KeeperError as exc:  # the agent runs; a restart would count more
+            log.warning("no ring keeper (%s): a restart will lose what is in the rings, "
+                        "and count it", exc)
+
+    def _start_collector(self, dp: Datapath, before: pins.AgentInfo, now: pins.AgentInfo,
+                         written: int, deleted: int, replaced: int) -> None:
+        """Account for the gap since the last agent, then start reading.
+
+        Per CPU: `ok` submits succeeded, the earlier agents delivered `delivered` of them,
+        and `waiting` are still in the kept rings (this agent reads them): the rest are
+        lost with the rings (AGENT_RESTART). Failures up to `failures_told` were told;
+        the ledger starts there, so it tells the others (PERF_EVENT_RING_BUFFER). What the
+        last agent had read but not stored is lost to history (STORE).
+        """
+        assert self.reader is not None and self.view is not None
+        ok, failed = dp.submitted(), dp.submit_failures()
+        prev = dp.reader_state()
+        if dp.adopted:
+            waiting = self.reader.unread()
+            lost_rings = sum(max(0, ok[c] - prev[c].delivered - waiting.get(c, 0))
+                             for c in range(len(ok)))
+            untold = sum(max(0, failed[c] - prev[c].failures_told) for c in range(len(ok)))
+            self.gap = RestartGap(now.generation, now.restarts, before.pid, self.reader.adopted,
+                                  sum(waiting.values()), lost_rings, untold, before.unstored,
+                                  written, deleted, replaced)
+            baseline = [st.failures_told for st in prev]
+            self._base = list(prev)
+            self.losses.add(LostEventSource.AGENT_RESTART, lost_rings)
+            if self.writer is not None:
+                self.losses.add(LostEventSource.STORE, before.unstored)
+        else:
+            baseline = list(failed)  # what came before this datapath is not ours
+            self._base = [pins.ReaderState(o, f) for o, f in zip(ok, failed, strict=True)]
+        dp.save_reader_state(self._base, unstored=0)
+        enricher = Enricher(endpoints=self.view, identities=self.view, interfaces=self.view,
+                            node_name=self.node_name, policies=self.policies,
+                            services=self.view)
         hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
         lost_sources = []
         if self.writer is not None:
             hooks.append(store_hook(self.writer))
-            lost_sources.append(self.writer.lost_events)  # STORE losses join the stream
-        self.collector = Collector(PerfReader(self.datapath.events_map_fd), Decoder(), enricher,
-                                   self.ring, submit_failures=self.datapath.submit_failures,
-                                   on_batch=hooks, lost_sources=lost_sources)
+            lost_sources.append(self.writer.lost_events)
+        self.collector = Collector(self.reader, Decoder(), enricher, self.ring,
+                                   submit_failures=dp.submit_failures, losses=self.losses,
+                                   kernel_baseline=baseline, on_batch=hooks,
+                                   lost_sources=lost_sources, on_read=self._save_reader)
         self.collector.start()
 
-    # -- changes while up: pods and services (the API's lab and service routes) --------------
+    # -- following the lab ------------------------------------------------------------
 
-    def add_pods(self, yaml_text: str, source: str = "<request>") -> list[str]:
-        """`spyglass lab add -f`: every Pod of the YAML, wired, attached, then started."""
-        pods = parse_manifest(yaml_text, source).pods
-        if not pods:
-            raise LabError(f"{source}: no Pod documents to add")
+    def reconcile(self, lab: Lab) -> None:
+        """Make the datapath match `lab` (pods added or gone, services changed)."""
+        dp, view = self.datapath, self.view
+        if dp is None or view is None:
+            return
         with self._changes:
-            return [self._add(p).ref for p in pods]
+            view.swap(lab)
+            dp.sync_endpoints(self._endpoints(lab))
+            now = {p.host_ifindex for p in lab.pods if p.host_ifindex}
+            for ifindex in sorted(self._attached - now):
+                dp.detach(ifindex)
+                self._attached.discard(ifindex)
+            self.policies.refresh()
+            dp.load_services(lab.service_entries())
+            for ifindex in sorted(now - self._attached):
+                self._attach(ifindex)
 
-    def delete_pod(self, ref: str) -> str:
-        with self._changes:
-            return self._delete(ref)
+    def _lab_gone(self) -> None:
+        log.warning("the lab went away (%s); the agent keeps serving what it saw",
+                    self.opts.state_dir)
 
-    def scale(self, workload: str, replicas: int) -> dict[str, list[str]]:
-        """`spyglass lab scale NS/WORKLOAD --replicas N`."""
-        with self._changes:
-            lab = self._running_lab()
-            add, drop = lab.scale_plan(workload, replicas)
-            return {"added": [self._add(p).ref for p in add],
-                    "deleted": [self._delete(ref) for ref in drop]}
+    def _attach(self, ifindex: int) -> str:
+        assert self.datapath is not None
+        how = self.datapath.attach(ifindex)
+        self._attached.add(ifindex)
+        return how
 
-    def apply_services(self, yaml_text: str, source: str = "<request>") -> dict[str, str]:
-        """`spyglass service apply -f`: Services by ClusterIP, all parsed before any applies."""
-        manifest = parse_manifest(yaml_text, source)
-        services = [parse_service(o, source) for o in manifest.objects_of("Service")]
-        if not services:
-            raise LabError(f"{source}: no Service documents to apply")
-        with self._changes:
-            lab = self._running_lab()
-            applied = {svc.ref: lab.services.apply(svc) for svc in services}
-            self._sync_services()
-            return applied
-
-    def delete_service(self, ref: str) -> str:
-        with self._changes:
-            if self._running_lab().services.delete(ref) is None:
-                raise LabError(f"no Service {ref} in the lab")
-            self._sync_services()
-            return ref
-
-    def list_services(self) -> list[dict[str, Any]]:
-        lab = self._running_lab()
-        return [{"namespace": s.namespace, "name": s.name, "cluster_ip":
-                 lab.services.cluster_ips.get(s.ref, "None" if s.headless else ""),
-                 "ports": [f"{p.port}/{p.protocol}" for p in s.ports],
-                 "selector": s.selector, "affinity": s.affinity}
-                for s in lab.services.services]
-
-    def _running_lab(self) -> Lab:
-        if self.lab is None or self.datapath is None:
-            raise LabError("the lab is not running")
-        return self.lab
-
-    def _add(self, pod: Pod) -> LabPod:
-        lab, dp = self._running_lab(), self.datapath
-        assert dp is not None
-
-        def wired(lp: LabPod) -> None:
-            dp.upsert_endpoint(_endpoint(lp))
-            self.policies.refresh()  # a new identity may be selected by policies
-            dp.attach(lp.host_ifindex)
-
-        added = lab.add_pod(pod, on_wired=wired)
-        self._sync_services()
-        return added
-
-    def _delete(self, ref: str) -> str:
-        lab, dp = self._running_lab(), self.datapath
-        assert dp is not None
-        pod = lab.pod(ref)
-        dp.detach(pod.host_ifindex)
-        dp.delete_endpoint(_endpoint(pod))
-        lab.delete_pod(pod.ref)
-        self._sync_services()
-        self.policies.refresh()
-        return pod.ref
-
-    def _sync_services(self) -> None:
-        assert self.datapath is not None and self.lab is not None
-        self.datapath.load_services(self.lab.service_entries())
+    @staticmethod
+    def _endpoints(lab: Lab) -> list[DatapathEndpoint]:
+        return [_endpoint(p) for p in lab.pods if p.host_ifindex]
 
     def _pod_views(self) -> list[PodView]:
-        """The running pods as policy sees them (identities, labels, named ports)."""
-        if self.lab is None:
+        if self.view is None:
             return []
+        lab = self.view.lab
         ports: dict[str, dict[str, tuple[str, int]]] = {}
-        for mpod in self.lab.manifest.pods:  # the lab's: it gains and loses pods while up
+        for mpod in lab.manifest.pods:
             ports[mpod.ref] = {p.name: (p.protocol, p.container_port)
                                for c in mpod.containers for p in c.ports if p.name}
         return [PodView(p.namespace, p.name, p.ip, p.identity, p.identity_labels,
-                        ports.get(p.ref, {})) for p in self.lab.pods]
+                        ports.get(p.ref, {})) for p in lab.pods]
 
     def _load_policy(self, compiled: CompiledPolicy) -> object:
         if self.datapath is None:
             raise DatapathError("the datapath is not running")
         return self.datapath.load_policy(compiled)
 
+    def _save_reader(self) -> None:
+        """Note in the datapath what this agent delivered and told, after every read.
+
+        The collector commits a read only once it is delivered, then calls this: a kill
+        between the two costs at most one batch counted as lost though it was read.
+        """
+        dp, reader = self.datapath, self.reader
+        if dp is None or reader is None:
+            return
+        delivered = reader.delivered()
+        told = self.losses.kernel_told()
+        states = [pins.ReaderState(base.delivered + delivered.get(cpu, 0),
+                                   max(base.failures_told, told.get(cpu, 0)))
+                  for cpu, base in enumerate(self._base)]
+        unstored = self._unstored_at_close
+        if self.writer is not None:
+            unstored += self.writer.pending_rows()
+        if self._saved == (states, unstored):
+            return
+        try:
+            dp.save_reader_state(states, unstored=unstored)
+            self._saved = (states, unstored)
+        except OSError:
+            log.exception("saving the reader state failed")
+
+    # -- queries (FlowSource) -----------------------------------------------------------
+
     def flow_by_uuid(self, uuid: str) -> Flow | None:
         found = self.ring.last(1, predicate=lambda e: isinstance(e, Flow) and e.uuid == uuid)
         return found[0] if found and isinstance(found[0], Flow) else None
 
-    def stop(self) -> list[str]:
-        """Tear down in reverse order; returns the errors met (teardown goes on past them)."""
+    def writer_stats(self) -> WriterStats | None:
+        return self.writer.stats() if self.writer is not None else None
+
+    def live_namespaces(self) -> list[str]:
+        return sorted({p.namespace for p in self.view.lab.pods}) if self.view else []
+
+    def status(self) -> AgentStatus:
+        return AgentStatus(
+            version=VERSION, uptime_ns=time.time_ns() - self.started_ns,
+            collector=self.collector.snapshot() if self.collector is not None else None,
+            pods=len(self.view.lab.pods) if self.view is not None else 0,
+            monitor_aggregation=self.opts.aggregation, restart=self.gap)
+
+    # -- stop ---------------------------------------------------------------------------
+
+    def stop(self, *, teardown: bool) -> list[str]:
+        """Stop. With `teardown`, the datapath and the rings go too (`spyglass up`'s end);
+        without, they stay for the next agent (`spyglass agent`'s end). Errors are
+        returned, never raised: every step runs."""
         errors: list[str] = []
-        steps: list[tuple[str, Callable[[], Any]]] = []
-        if self.collector is not None:
-            steps.append(("collector", self.collector.stop))
-        if self.datapath is not None:
-            steps.append(("datapath", self.datapath.close))
-        if self.writer is not None:
-            steps.append(("store writer", self.writer.close))
-        if self.store is not None:
-            steps.append(("store", self.store.close))
-        if self.lab is not None:
-            steps.append(("lab", self.lab.down))
-        for name, step in steps:
+
+        def step(name: str, fn: Callable[[], object]) -> None:
             try:
-                step()
+                fn()
             except Exception as exc:
                 errors.append(f"{name}: {exc}")
-        self.collector = self.datapath = self.lab = None
+
+        if self.watcher is not None:
+            step("lab watcher", self.watcher.stop)
+        coll, reader = self.collector, self.reader
+        if coll is not None:
+            step("collector", coll.stop)
+        if self.writer is not None:
+            writer = self.writer
+            step("store writer", writer.close)
+            # What close could not write is told by the next agent: this one's ring is done.
+            self._unstored_at_close = sum(e.num_events_lost for e in writer.lost_events())
+            step("reader state", self._save_reader)
+        if reader is not None:
+            step("perf rings", lambda: reader.close(keep_slots=not teardown))
+        if teardown:
+            step("ring keeper", lambda: keeper.stop(self.keeper_socket))
+        if self.datapath is not None:
+            dp = self.datapath
+            step("datapath", lambda: dp.close(detach=teardown, unpin=teardown))
+        if self.store is not None:
+            step("store", self.store.close)
+        self.collector = self.datapath = self.reader = self.watcher = None
         self.writer = None
         self.store = None
         return errors
-
-    def writer_stats(self) -> dict[str, Any]:
-        return self.writer.stats() if self.writer is not None else {}
-
-    def live_namespaces(self) -> list[str]:
-        return sorted({p.namespace for p in self.lab.pods}) if self.lab is not None else []
-
-    def status(self) -> dict[str, Any]:
-        stats: dict[str, Any] = (self.collector.stats()
-                                 if self.collector is not None else {})
-        stats["uptime_ns"] = time.time_ns() - self.started_ns
-        stats["version"] = VERSION
-        stats["pods"] = len(self.lab.pods) if self.lab is not None else 0
-        stats["monitor_aggregation"] = self.opts.aggregation
-        return stats
-
-
-def run_agent(opts: AgentOptions, console: Console) -> int:
-    """Run until SIGINT/SIGTERM; returns the process exit code."""
-    from spyglass.api.app import create_app
-    from spyglass.api.auth import AuthConfig, check_listen_security, token_from_env
-    from spyglass.api.credentials import write_local_token
-    from spyglass.api.guard import HostPolicy
-    from spyglass.api.lab_routes import lab_router
-    from spyglass.api.policy_routes import policy_router
-    from spyglass.api.serve import make_server
-
-    token = token_from_env(opts.token)
-    check_listen_security(opts.host, token)
-    _check_listen(opts.host, opts.port)
-    owner = os.getpid()
-    agent = Agent(opts)
-    token_file = ""
-    # Until uvicorn installs its own handlers, SIGTERM must unwind through `finally` too.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        agent.start(log=lambda s: console.print(f"[dim]spyglass:[/] {s}"))
-        token_file, local_token = write_local_token(opts.state_dir)
-        app = create_app(agent, ui_dir=UI_DIR, metrics=agent.metrics,
-                         auth=AuthConfig(token, opts.metrics_public, local_token),
-                         tls=bool(opts.tls_cert),
-                         hosts=HostPolicy(opts.host, opts.allowed_hosts),
-                         routers=[policy_router(agent.policies, agent.flow_by_uuid),
-                                  lab_router(agent)])
-        server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
-                             ssl_keyfile=opts.tls_key)
-        scheme = "https" if opts.tls_cert else "http"
-        url = f"{scheme}://{opts.host}:{opts.port}"
-        console.print(f"[bold green]spyglass is up[/] in {agent.timings['ready_s']:.1f}s: "
-                      f"{len(agent.lab.pods) if agent.lab else 0} pods, API at {url}")
-        console.print(f"  dashboard:    [bold]{url}/[/]")
-        console.print("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
-        console.print("  stop:         Ctrl-C here (tears everything down)")
-        server.run()  # installs its own SIGINT/SIGTERM handlers and returns on either
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except (LabError, DatapathError, PolicyError, StoreError, ValueError) as exc:
-        console.print(f"[red]error[/]: {exc}")
-        return 1
-    except OSError as exc:  # e.g. the state dir for the local credential
-        console.print(f"[red]error[/]: {exc.filename or ''}: {exc.strerror or exc}")
-        return 1
-    finally:
-        if os.getpid() != owner:  # never tear down from a forked helper
-            os._exit(1)
-        signal.signal(signal.SIGTERM, previous)
-        if token_file:
-            remove_local_token(token_file)
-        console.print("[dim]spyglass:[/] tearing down")
-        for err in agent.stop():
-            console.print(f"[red]teardown error[/]: {err}")
-
-
-class ListenError(RuntimeError):
-    """The API's address cannot be bound: said before anything is created on the host."""
 
 
 def _endpoint(pod: LabPod) -> DatapathEndpoint:
@@ -380,45 +352,4 @@ def _endpoint(pod: LabPod) -> DatapathEndpoint:
                             identity=pod.identity, ipv4=pod.ip)
 
 
-def _check_listen(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise ListenError(
-                f"cannot listen on {host}:{port} ({exc.strerror}): is another `spyglass up` "
-                f"running? Stop it, or choose another address with --listen") from None
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _default_signals_in_child() -> None:
-    """Forked helpers (pyroute2 forks to enter namespaces) must die on a signal, not unwind.
-
-    A child of os.fork() inherits our handlers and our Python stack: SIGTERM or Ctrl-C
-    there would raise KeyboardInterrupt and run the agent's `finally`, tearing the lab
-    down from inside a helper while the agent is still building it.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-os.register_at_fork(after_in_child=_default_signals_in_child)
-
-
-def teardown_leftovers(state_dir: str = STATE_DIR, pin_dir: str = PIN_DIR,
-                       link_prefix: str = "lxc") -> list[str]:
-    """`spyglass down`: remove what a crashed or still-running `up` made, by the records it kept."""
-    removed: list[str] = []
-    with contextlib.suppress(FileNotFoundError):
-        removed += teardown_from_state(state_dir)
-    removed += bpf_cleanup(pin_dir, link_prefix)
-    token = token_path(state_dir)
-    if os.path.exists(token):
-        remove_local_token(token)
-        removed.append(f"local credential {token}")
-    return removed
+__all__ = ["POLICY_KINDS", "VERSION", "Agent", "PolicyError", "RestartGap"]

@@ -8,11 +8,12 @@ whole and nothing is half-applied.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from spyglass.lab.errors import PodRefError
 from spyglass.lab.naming import resolve_ref
@@ -24,6 +25,8 @@ from spyglass.policy.fields import PolicyError, PolicyNotFound
 from spyglass.policy.model import Policy
 from spyglass.policy.parse import parse_policies, parse_policy_yaml
 from spyglass.policy.table import PolicyTable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,28 +57,33 @@ class ApplyResult:
                 "load_ms": round(self.load_ms, 3), "entries": self.entries}
 
 
+class Journal(Protocol):
+    """Where runtime changes are recorded for the next agent (`records.PolicyJournal`)."""
+
+    def applied(self, text: str, source: str) -> None: ...
+
+    def deleted(self, name: str, namespace: str, kind: str | None) -> None: ...
+
+
 class PolicyManager:
     """Owns the policies in force; `loader` puts a compiled set into the datapath."""
 
     def __init__(self, pods: Callable[[], Sequence[PodView]],
                  loader: Callable[[CompiledPolicy], object], *,
                  audit_namespaces: frozenset[str] = frozenset(), audit_all: bool = False,
-                 max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+                 max_entries: int = DEFAULT_MAX_ENTRIES, journal: Journal | None = None) -> None:
         self._pods = pods
         self._loader = loader
         self._audit_namespaces = audit_namespaces
         self._audit_all = audit_all
         self._max_entries = max_entries
+        self._journal = journal
         self._policies: dict[tuple[str, str, str], Policy] = {}
         self._compiled = CompiledPolicy()
         self._table = PolicyTable(self._compiled)
         self._lock = threading.Lock()
 
     # -- changes -------------------------------------------------------------------------
-
-    def load_objects(self, objects: Sequence[Any], source: str) -> ApplyResult:
-        """Policies from the lab manifest (RawObjects), at start."""
-        return self._apply(parse_policies(objects, source))
 
     def apply_yaml(self, text: str, source: str = "<request>") -> ApplyResult:
         """`spyglass policy apply -f FILE`: parse everything, then apply all or nothing.
@@ -85,25 +93,70 @@ class PolicyManager:
         Pod changes recompile without the bound: the pods are already there, and
         leaving them without their policy would be worse.
         """
-        return self._apply(parse_policy_yaml(text, source), bounded=True)
+        result = self._apply(parse_policy_yaml(text, source), bounded=True)
+        if self._journal is not None:
+            self._journal.applied(text, source)
+        return result
+
+    def restore(self, objects: Sequence[Any], source: str,
+                entries: Sequence[Mapping[str, Any]]) -> ApplyResult:
+        """At start: the manifest's policies, then the journal of changes made since (an
+        agent restart), compiled and loaded once.
+
+        Once, because the datapath is enforcing the final set right now: loading the
+        manifest first and replaying on top would put the manifest's policy back in the
+        kernel for a moment, allowing or denying what the user had changed. An entry that
+        no longer applies (refused by this version, a delete of something gone) is logged
+        and skipped: the rest must still be rebuilt.
+        """
+        with self._lock:
+            policies = {p.ref: p for p in parse_policies(objects, source)}
+            for e in entries:
+                try:
+                    if e.get("op") == "apply":
+                        for p in parse_policy_yaml(str(e["text"]), str(e.get("source", ""))):
+                            policies[p.ref] = p
+                    elif e.get("op") == "delete":
+                        kind = e.get("kind") if isinstance(e.get("kind"), str) else None
+                        key = self._match(policies, str(e["name"]),
+                                          str(e.get("namespace", "default")), kind)
+                        del policies[key]
+                except (PolicyError, PolicyNotFound, KeyError, ValueError):
+                    log.warning("skipping a journaled policy change that no longer applies: "
+                                "%r", {k: e.get(k) for k in ("op", "name", "source")},
+                                exc_info=True)
+            self._policies = policies
+            return self._recompile(tuple(p.display for p in policies.values()))
 
     def delete(self, name: str, namespace: str = "default", kind: str | None = None) -> ApplyResult:
+        result = self._delete(name, namespace, kind)
+        if self._journal is not None:
+            self._journal.deleted(name, namespace, kind)
+        return result
+
+    def _delete(self, name: str, namespace: str, kind: str | None) -> ApplyResult:
         with self._lock:
-            hits = [k for k in self._policies
-                    if k[2] == name and k[1] in (namespace, "") and (kind is None or k[0] == kind)]
-            if not hits:
-                known = ", ".join(sorted(self._display(k) for k in self._policies)) or "none"
-                raise PolicyNotFound(f"no policy {namespace}/{name} is applied (applied: {known})")
-            if len(hits) > 1:
-                raise PolicyNotFound(f"{name} names several policies: "
-                                     f"{', '.join(self._display(k) for k in hits)}; "
-                                     "give --kind to choose one")
-            removed = self._policies.pop(hits[0])
+            key = self._match(self._policies, name, namespace, kind)
+            removed = self._policies.pop(key)
             try:
                 return self._recompile((removed.display,))
             except BaseException:
-                self._policies[hits[0]] = removed
+                self._policies[key] = removed
                 raise
+
+    def _match(self, policies: Mapping[tuple[str, str, str], Policy], name: str,
+               namespace: str, kind: str | None) -> tuple[str, str, str]:
+        """The one policy `name` names (in `namespace`, or cluster-wide), or PolicyNotFound."""
+        hits = [k for k in policies
+                if k[2] == name and k[1] in (namespace, "") and (kind is None or k[0] == kind)]
+        if not hits:
+            known = ", ".join(sorted(self._display(k) for k in policies)) or "none"
+            raise PolicyNotFound(f"no policy {namespace}/{name} is applied (applied: {known})")
+        if len(hits) > 1:
+            raise PolicyNotFound(f"{name} names several policies: "
+                                 f"{', '.join(self._display(k) for k in hits)}; "
+                                 "give --kind to choose one")
+        return hits[0]
 
     def refresh(self) -> ApplyResult:
         """Pods came or went (identities changed): recompile the same policies."""

@@ -9,8 +9,8 @@ feeds live streams. Aggregations and import live in `api/queries.py`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
 from importlib import metadata
 from typing import Any
@@ -26,24 +26,21 @@ from spyglass.api.guard import HostPolicy, RequestGuard
 from spyglass.api.history import NO_STORE, events_in_order, history_page
 from spyglass.api.metrics import CONTENT_TYPE, FlowMetrics
 from spyglass.api.models import (
+    CollectorModel,
     ErrorResponse,
     FlowsResponse,
     NodeModel,
     NodesResponse,
+    PerfLossModel,
+    RestartModel,
     StatusResponse,
     StoreStatus,
 )
 from spyglass.api.params import encode_cursor, parse_flow_query
 from spyglass.api.queries import router as queries_router
-from spyglass.api.source import (
-    FlowSource,
-    RateMeter,
-    RingReader,
-    source_store,
-    source_store_dsn,
-    source_writer_stats,
-)
+from spyglass.api.source import FlowSource, RateMeter, RingReader, redacted_dsn
 from spyglass.api.stream import StreamHub, serve_stream
+from spyglass.collector.collector import CollectorStats
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, LostEvent, event_to_response
 
@@ -82,7 +79,7 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     server answers to (default: loopback only); see `guard.RequestGuard` for the
     checks every request passes first.
     """
-    hub = StreamHub()
+    hub = StreamHub(source.losses)
     auth = auth or AuthConfig()
     metrics = metrics or FlowMetrics()
 
@@ -99,7 +96,6 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
         lifespan=lifespan,
     )
     rate = RateMeter()
-    started_ns = time.time_ns()
     app.state.source = source
     app.state.streams = hub
     app.state.auth = auth
@@ -109,14 +105,13 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     hosts = hosts or HostPolicy()
     app.add_middleware(RequestGuard, auth=auth, hosts=hosts, tls=tls)
     install_error_handlers(app)
-    metrics.add_state(lambda: {"lost_events": lost_totals(source, hub),
-                               "writer": source_writer_stats(source) or {}})
+    metrics.add_state(source.losses, source.writer_stats)
 
     @app.get(f"{API}/status", response_model=StatusResponse, responses=_ERRORS,
              tags=["status"])
     def status() -> StatusResponse:
         """Ring occupancy, flow rate, lost events, the store and the agent's own counters."""
-        return build_status(source, hub, rate, started_ns)
+        return build_status(source, hub, rate)
 
     @app.get(f"{API}/nodes", response_model=NodesResponse, responses=_ERRORS, tags=["status"])
     def nodes(request: Request) -> NodesResponse:
@@ -124,7 +119,7 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
 
         The address is the socket's own, never the request's Host header.
         """
-        st = build_status(source, hub, rate, started_ns)
+        st = build_status(source, hub, rate)
         host, port = (request.scope.get("server") or (hosts.listen_host, 0))[:2]
         address = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
         return NodesResponse(nodes=[NodeModel(
@@ -151,7 +146,7 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
         query = parse_flow_query(request.query_params.multi_items(), capacity=ring.capacity)
         node = source.node_name
         if query.history:
-            store = source_store(source)
+            store = source.store
             if store is None:
                 raise ApiError(503, NO_STORE)
             with history_gate.enter():
@@ -190,82 +185,57 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
     return app
 
 
-def lost_totals(source: FlowSource, hub: StreamHub) -> dict[str, int]:
-    """Every loss by source name: the agent's, the ring laps and slow clients, the store's."""
-    lost = _lost_by_source(dict(source.status()).get("lost_events"))
-    _add(lost, LostEventSource.HUBBLE_RING_BUFFER, hub.ring_lost)
-    _add(lost, LostEventSource.CLIENT_QUEUE, hub.client_lost)
-    writer = source_writer_stats(source) or {}
-    if "STORE" not in lost:
-        _add(lost, LostEventSource.STORE, int(writer.get("lost") or 0))
-    return lost
-
-
-def _add(lost: dict[str, int], source: LostEventSource, n: int) -> None:
-    if n:
-        lost[source.name] = lost.get(source.name, 0) + n
+def lost_totals(source: FlowSource) -> dict[str, int]:
+    """Every loss by LostEventSource name, from the agent's one ledger."""
+    return {k.name: n for k, n in sorted(source.losses.totals().items(),
+                                         key=lambda kv: kv[0].name)}
 
 
 def store_status(source: FlowSource) -> StoreStatus:
-    """The store part of status: kind and address, then whatever the writer reports."""
-    dsn = source_store_dsn(source)
-    has_store = source_store(source) is not None
+    """The store part of status: kind and address, then the writer's counters."""
+    dsn = redacted_dsn(source.store_dsn)
+    has_store = source.store is not None
     kind = dsn.split("://", 1)[0] if dsn and "://" in dsn else ("unknown" if has_store else None)
-    writer = source_writer_stats(source) or {}
-    fields: dict[str, Any] = {"kind": kind, "dsn": dsn}
-    for key, value in writer.items():
-        fields["up" if key == "store_up" else key] = value
-    return StoreStatus(**fields)
+    w = source.writer_stats()
+    if w is None:
+        return StoreStatus(kind=kind, dsn=dsn)
+    return StoreStatus(kind=kind, dsn=dsn, up=w.store_up, queued_rows=w.queued_rows,
+                       lag_s=w.lag_s, written=w.written, lost=w.lost, retries=w.retries,
+                       last_error=w.last_error)
 
 
-def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter,
-                 started_ns: int) -> StatusResponse:
-    """Merge what the ring knows with what the agent reports.
+def build_status(source: FlowSource, hub: StreamHub, rate: RateMeter) -> StatusResponse:
+    """What the ring knows, with what the agent reports about itself.
 
     Occupancy and capacity come from the ring; seen flows and the rate from the
-    agent when it reports them (its counts exclude lost-event records); lost
-    events add the ring laps and client-queue drops that live clients suffered,
-    and the store writer's drops.
+    collector when there is one (its counts exclude lost-event records), else from
+    the ring and a rate measured here.
     """
     ring = source.ring
-    extra: dict[str, Any] = dict(source.status())
-    # The agent counts flows only; the ring also counts the lost-event records in it.
-    seen = int(extra.pop("seen_flows", ring.seen))
+    st = source.status()
+    coll = st.collector
+    seen = coll.seen_flows if coll is not None else ring.seen
     measured = rate.sample(seen)
-    flows_rate = extra.pop("flows_rate", None)
-    extra.pop("lost_events", None)
-    fields: dict[str, Any] = {
-        "num_flows": len(ring),
-        "max_flows": ring.capacity,
-        "seen_flows": seen,
-        "flows_rate": float(flows_rate) if flows_rate is not None else measured,
-        "uptime_ns": int(extra.pop("uptime_ns", time.time_ns() - started_ns)),
-        "node_name": source.node_name,
-        "version": str(extra.pop("version", package_version())),
-        "lost_events": lost_totals(source, hub),
-        "connected_clients": hub.active,
-        "store": store_status(source),
-    }
-    for key in ("num_flows", "max_flows", "node_name", "connected_clients", "store"):
-        extra.pop(key, None)
-    return StatusResponse(**fields, **extra)
+    return StatusResponse(
+        num_flows=len(ring), max_flows=ring.capacity, seen_flows=seen,
+        flows_rate=coll.flows_rate if coll is not None else measured,
+        uptime_ns=st.uptime_ns, node_name=source.node_name, version=st.version,
+        lost_events=lost_totals(source), connected_clients=hub.active,
+        store=store_status(source), pods=st.pods, monitor_aggregation=st.monitor_aggregation,
+        collector=_collector_model(coll) if coll is not None else None,
+        restart=RestartModel(**dataclasses.asdict(st.restart)) if st.restart else None)
 
 
-def _lost_by_source(lost: Any) -> dict[str, int]:
-    """Accept {name: n}, {int source: n} or {name: {cpu: n}} and sum to {name: n}."""
-    out: dict[str, int] = {}
-    if not isinstance(lost, dict):
-        return out
-    for key, value in lost.items():
-        name = key.name if isinstance(key, LostEventSource) else str(key)
-        if isinstance(key, int) and not isinstance(key, LostEventSource):
-            try:
-                name = LostEventSource(key).name
-            except ValueError:
-                name = str(key)
-        count = sum(int(v) for v in value.values()) if isinstance(value, dict) else int(value)
-        out[name] = out.get(name, 0) + count
-    return out
+def _collector_model(c: CollectorStats) -> CollectorModel:
+    return CollectorModel(
+        reads=c.reads, running=c.running,
+        lost_by_cpu={str(cpu): PerfLossModel(kernel_counted=p.kernel_counted,
+                                             perf_reported=p.perf_reported)
+                     for cpu, p in c.lost_by_cpu.items()},
+        perf_kernel_counted=c.perf_kernel_counted, perf_reported=c.perf_reported,
+        decode_errors=dict(c.decode_errors), perf_malformed=c.perf_malformed,
+        getter_errors=c.getter_errors, failed_batches=c.failed_batches,
+        hook_errors=c.hook_errors)
 
 
 def _overtaken(events: list[Event], seq: int, next_seq: int) -> bool:

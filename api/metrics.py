@@ -11,13 +11,14 @@ global state, and tests can build as many apps as they like.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from spyglass.collector.lost import LossLedger
 from spyglass.model.enums import (
     POLICY_MATCH_TEXT,
     EventType,
@@ -25,6 +26,7 @@ from spyglass.model.enums import (
     Verdict,
 )
 from spyglass.model.flow import Event, Flow
+from spyglass.storage.writer import WriterStats
 
 PREFIX = "spyglass"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -92,9 +94,9 @@ class FlowMetrics:
                     != ObservationPoint.FROM_ENDPOINT):
                 self._inc(self.ports, (proto, str(flow.destination_port)))
 
-    def add_state(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
-        """Register the scrape-time families (losses, writer) read from `snapshot()`."""
-        self.registry.register(_StateCollector(snapshot))
+    def add_state(self, losses: LossLedger, writer: Callable[[], WriterStats | None]) -> None:
+        """Register the scrape-time families: the loss ledger's totals, the store writer's."""
+        self.registry.register(_StateCollector(losses, writer))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -103,38 +105,35 @@ class FlowMetrics:
 class _StateCollector(Collector):
     """Reads the agent's own totals at scrape time (see the module docstring)."""
 
-    def __init__(self, snapshot: Callable[[], Mapping[str, Any]]) -> None:
-        self.snapshot = snapshot
+    def __init__(self, losses: LossLedger, writer: Callable[[], WriterStats | None]) -> None:
+        self.losses = losses
+        self.writer = writer
 
     def describe(self) -> list[Metric]:
-        return []  # never call snapshot() at registration: the source may not be up yet
+        return []  # never read the source at registration: it may not be up yet
 
     def collect(self) -> Iterator[Metric]:
-        state = self.snapshot()
         lost = CounterMetricFamily(f"{PREFIX}_lost_events", "Events lost, by where they were "
-                                   "lost (perf ring, flow ring, store, client queue).",
+                                   "lost (perf ring, flow ring, store, client queue, restart).",
                                    labels=["source"])
-        for source, n in sorted((state.get("lost_events") or {}).items()):
-            lost.add_metric([str(source)], float(n))
+        for source, n in sorted(self.losses.totals().items(), key=lambda kv: kv[0].name):
+            lost.add_metric([source.name], float(n))
         yield lost
-        writer = state.get("writer") or {}
-        if not writer:
+        w = self.writer()
+        if w is None:
             return
-        gauges = (
-            ("store_writer_queue_rows", "Flows waiting in the store writer's queue.",
-             "queued_rows"),
-            ("store_writer_lag_seconds", "Age of the oldest flow not yet in the store.", "lag_s"),
-            ("store_up", "1 when the last write to the store succeeded.", "store_up"),
-        )
-        for name, help_text, key in gauges:
-            if key in writer and writer[key] is not None:
-                g = GaugeMetricFamily(f"{PREFIX}_{name}", help_text)
-                g.add_metric([], float(writer[key]))
-                yield g
-        for name, help_text, key in (
-                ("store_writer_written", "Flows written to the store.", "written"),
-                ("store_writer_retries", "Store writes retried after a failure.", "retries")):
-            if key in writer and writer[key] is not None:
-                c = CounterMetricFamily(f"{PREFIX}_{name}", help_text)
-                c.add_metric([], float(writer[key]))
-                yield c
+        for name, help_text, value in (
+                ("store_writer_queue_rows", "Flows waiting in the store writer's queue.",
+                 w.queued_rows),
+                ("store_writer_lag_seconds", "Age of the oldest flow not yet in the store.",
+                 w.lag_s),
+                ("store_up", "1 when the last write to the store succeeded.", w.store_up)):
+            g = GaugeMetricFamily(f"{PREFIX}_{name}", help_text)
+            g.add_metric([], float(value))
+            yield g
+        for name, help_text, count in (
+                ("store_writer_written", "Flows written to the store.", w.written),
+                ("store_writer_retries", "Store writes retried after a failure.", w.retries)):
+            c = CounterMetricFamily(f"{PREFIX}_{name}", help_text)
+            c.add_metric([], float(count))
+            yield c

@@ -34,7 +34,7 @@ class FlowModel(BaseModel):
     time: str = Field(description="RFC3339 with nanoseconds, UTC")
     uuid: str = ""
     verdict: str = Field(description="FORWARDED, DROPPED, AUDIT, …")
-    drop_reason_desc: str | None = Field(None, description="e.g. POLICY_DENIED")
+    drop_reason_desc: str | None = Field(default=None, description="e.g. POLICY_DENIED")
     IP: dict[str, Any] = Field(default_factory=dict)
     l4: dict[str, Any] = Field(default_factory=dict, description="{TCP|UDP|ICMPv4…: {...}}")
     source: EndpointModel = Field(default_factory=EndpointModel)
@@ -69,30 +69,77 @@ class FlowsResponse(BaseModel):
     """`GET /api/v1/flows`: events oldest first; `next` continues a history query."""
 
     flows: list[GetFlowsResponse]
-    next: str | None = Field(None, description="pass as after=… for the next page (history "
+    next: str | None = Field(default=None, description="pass as after=… for the next page (history "
                                                 "only); null when there is nothing more")
 
 
 class StoreStatus(BaseModel):
     """The flow store and its writer, as `spyglass status` shows them."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
-    kind: str | None = Field(None, description="chdb, http or https; null without a store")
-    dsn: str | None = Field(None, description="the store's address, password removed")
-    up: bool | None = Field(None, description="whether the last write succeeded")
-    queued_rows: int | None = Field(None, description="flows waiting to be written")
-    lag_s: float | None = Field(None, description="age of the oldest unwritten flow")
+    kind: str | None = Field(default=None, description="chdb, http or https; null without a store")
+    dsn: str | None = Field(default=None, description="the store's address, password removed")
+    up: bool | None = Field(default=None, description="whether the last write succeeded")
+    queued_rows: int | None = Field(default=None, description="flows waiting to be written")
+    lag_s: float | None = Field(default=None, description="age of the oldest unwritten flow")
     written: int | None = None
-    lost: int | None = Field(None, description="flows dropped past the writer's bound (STORE)")
+    lost: int | None = Field(default=None,
+                             description="flows dropped past the writer's bound (STORE)")
     retries: int | None = None
     last_error: str | None = None
+
+
+class PerfLossModel(BaseModel):
+    """One CPU's perf ring loss, counted by the datapath and reported by the ring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kernel_counted: int = Field(description="perf_submit failures the datapath counted")
+    perf_reported: int = Field(description="PERF_RECORD_LOST counts the ring reported")
+
+
+class CollectorModel(BaseModel):
+    """The collector's own counters: what it read, and what it could not make sense of."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reads: int
+    running: bool
+    lost_by_cpu: dict[str, PerfLossModel] = Field(description="by CPU number")
+    perf_kernel_counted: int
+    perf_reported: int
+    decode_errors: dict[str, int] = Field(description="events refused by the decoder, by "
+                                                      "reason")
+    perf_malformed: int = Field(description="perf records that were not whole")
+    getter_errors: int = Field(description="enrichment lookups that failed")
+    failed_batches: int
+    hook_errors: int = Field(description="batches a consumer (store, metrics) failed on")
+
+
+class RestartModel(BaseModel):
+    """What this agent found when it adopted the datapath an earlier agent left."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generation: int
+    restarts: int
+    previous_pid: int
+    adopted_rings: bool = Field(description="the perf rings came back from the ring keeper")
+    waiting_in_rings: int = Field(description="events written while no agent ran, read now")
+    lost_in_rings: int = Field(description="events no agent read and no ring kept "
+                                           "(AGENT_RESTART)")
+    failures_untold: int = Field(description="submits that failed while no agent ran")
+    unstored: int = Field(description="flows the earlier agent had not written to the store")
+    endpoints_written: int
+    endpoints_deleted: int
+    programs_replaced: int
 
 
 class StatusResponse(BaseModel):
     """`GET /api/v1/status`: Hubble's ServerStatusResponse plus the agent's own counters."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     num_flows: int = Field(description="flows in the ring now")
     max_flows: int = Field(description="ring capacity")
@@ -102,9 +149,14 @@ class StatusResponse(BaseModel):
     node_name: str
     version: str
     lost_events: dict[str, int] = Field(
-        default_factory=dict, description="events lost so far, by source")
-    connected_clients: int = Field(0, description="live WebSocket streams")
-    store: StoreStatus | None = Field(None, description="the flow store and its writer")
+        default_factory=dict, description="events lost so far, by LostEventSource name")
+    connected_clients: int = Field(default=0, description="live WebSocket streams")
+    store: StoreStatus | None = Field(default=None, description="the flow store and its writer")
+    pods: int | None = Field(default=None, description="pods of the lab the agent serves")
+    monitor_aggregation: str | None = None
+    collector: CollectorModel | None = None
+    restart: RestartModel | None = Field(default=None, description="set when this agent adopted a "
+                                                           "running datapath")
 
 
 class NodeModel(BaseModel):
@@ -149,8 +201,8 @@ class TableResponse(BaseModel):
 
     columns: list[ColumnModel]
     records: list[dict[str, Any]]
-    since: str | None = Field(None, description="the range's start (RFC3339), if any")
-    until: str | None = Field(None, description="the range's end (RFC3339), if any")
+    since: str | None = Field(default=None, description="the range's start (RFC3339), if any")
+    until: str | None = Field(default=None, description="the range's end (RFC3339), if any")
 
 
 class SqlRequest(BaseModel):

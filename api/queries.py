@@ -31,7 +31,7 @@ from spyglass.api.models import (
     SqlRequest,
     TableResponse,
 )
-from spyglass.api.source import HistoryStore, source_live_namespaces, source_store
+from spyglass.api.source import FlowSource, HistoryStore
 from spyglass.collector.filters import build_from_query
 from spyglass.model.flow import format_time_ns
 from spyglass.model.hubble_json import parse_lines
@@ -57,8 +57,14 @@ Namespaces = Annotated[list[str], Query(alias="namespace",
                                         description="limit to these namespaces (repeat)")]
 
 
+def _source(request: Request) -> FlowSource:
+    """The app's FlowSource (create_app puts it in app.state)."""
+    source: FlowSource = request.app.state.source
+    return source
+
+
 def _store(request: Request) -> HistoryStore:
-    store = source_store(request.app.state.source)
+    store = _source(request).store
     if store is None:
         raise ApiError(503, NO_STORE)
     return store
@@ -107,7 +113,7 @@ def _check_namespaces(request: Request, store: HistoryStore, wanted: Sequence[st
     if not wanted:
         return
     known = set(namespace_names(_call(store.namespaces, since_ns=since_ns, until_ns=until_ns)))
-    known |= set(source_live_namespaces(request.app.state.source))
+    known |= set(_source(request).live_namespaces())
     unknown = [ns for ns in wanted if ns not in known]
     if unknown:
         have = ", ".join(sorted(known)) or "none"
@@ -127,8 +133,8 @@ def _table(df: Any, since_ns: int | None, until_ns: int | None) -> dict[str, Any
 def namespaces(request: Request, since: Since = None, until: Until = None
                ) -> NamespacesResponse:
     """Namespaces with flows in the store over the range, and those with live pods now."""
-    live = set(source_live_namespaces(request.app.state.source))
-    store = source_store(request.app.state.source)
+    live = set(_source(request).live_namespaces())
+    store = _source(request).store
     stored: set[str] = set()
     if store is not None:
         lo, hi = _range(since, until)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from spyglass.collector.collector import CollectorStats
 from spyglass.collector.filters import FilterSet
+from spyglass.collector.lost import LossLedger
 from spyglass.model.flow import Event, Flow
+from spyglass.storage.writer import WriterStats
 
 #: A position in time-ordered history: (time_ns, uuid) of the last flow returned.
 Cursor = tuple[int, str]
@@ -42,12 +46,43 @@ class RingReader(Protocol):
     def read_since(self, seq: int, max_n: int) -> tuple[list[Event], int]: ...
 
 
-class FlowSource(Protocol):
-    """The agent as the API sees it: a ring, a node name and live counters.
+@dataclass(frozen=True, slots=True)
+class RestartGap:
+    """What an agent found when it adopted the datapath an earlier agent left running."""
 
-    `status()` may return any JSON-able keys; the ones the API knows
-    (`flows_rate`, `uptime_ns`, `version`, `lost_events`, …) fill the typed
-    status fields and the rest are passed through for `spyglass status -o json`.
+    generation: int  # this agent's generation of the datapath (1 = the first agent)
+    restarts: int  # agents that adopted this datapath so far, this one included
+    previous_pid: int
+    adopted_rings: bool  # the perf rings were taken back from the ring keeper
+    waiting_in_rings: int  # events written while no agent ran, read from the kept rings
+    lost_in_rings: int  # written, never delivered, and no longer in any ring (AGENT_RESTART)
+    failures_untold: int  # submits that failed while no agent told them (PERF_EVENT_RING_BUFFER)
+    unstored: int  # flows the earlier agent read but had not written to the store (STORE)
+    endpoints_written: int  # endpoint entries that differed and were rewritten
+    endpoints_deleted: int
+    programs_replaced: int  # TC programs swapped in place (tc filter replace)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """What the agent says about itself; the API adds the ring's and the streams' view.
+
+    `collector` is None for a source that does not collect (a test's ring, an import).
+    """
+
+    version: str
+    uptime_ns: int
+    collector: CollectorStats | None = None
+    pods: int | None = None
+    monitor_aggregation: str | None = None
+    restart: RestartGap | None = None
+
+
+class FlowSource(Protocol):
+    """The agent as the API sees it: a ring, a node name, a loss ledger, maybe a store.
+
+    Every member is required: a source without a store says `store = None`, one without
+    a lab says `live_namespaces() == []` (tests use `tests.support.FakeSource`).
     """
 
     @property
@@ -56,14 +91,25 @@ class FlowSource(Protocol):
     @property
     def node_name(self) -> str: ...
 
-    def status(self) -> Mapping[str, Any]: ...
+    @property
+    def losses(self) -> LossLedger:
+        """The agent's one loss ledger; the API's streams add their own drops to it."""
 
-    # Optional members, read with getattr by the helpers below:
-    #   store: HistoryStore | None       history (since/until, aggregations, import)
-    #   store_dsn: str                   shown (without password) in status
-    #   writer_stats() -> dict           StoreWriter.stats(): queued_rows, lag_s, written,
-    #                                    lost, retries, last_error, store_up
-    #   live_namespaces() -> list[str]   namespaces with pods now (the lab's)
+    @property
+    def store(self) -> HistoryStore | None:
+        """History (since/until, aggregations, import), or None without a store."""
+
+    @property
+    def store_dsn(self) -> str | None:
+        """The store's address as configured (status shows it without the password)."""
+
+    def status(self) -> AgentStatus: ...
+
+    def writer_stats(self) -> WriterStats | None:
+        """The store writer's counters, or None without a store."""
+
+    def live_namespaces(self) -> list[str]:
+        """Namespaces with pods now (the lab's)."""
 
 
 class HistoryStore(Protocol):
@@ -89,7 +135,7 @@ class HistoryStore(Protocol):
             metric: str = "flows", limit: int = 20) -> Any: ...
 
     def timeseries(self, filters: FilterSet, *, since_ns: int | None, until_ns: int | None,
-                   bucket_s: float) -> Any: ...
+                   bucket_s: int) -> Any: ...
 
     def namespaces(self, *, since_ns: int | None, until_ns: int | None) -> Any: ...
 
@@ -98,29 +144,8 @@ class HistoryStore(Protocol):
     def insert_arrow(self, table: Any) -> Any: ...
 
 
-def source_store(source: object) -> HistoryStore | None:
-    """The source's store, if it has one: `store` is optional on a FlowSource."""
-    return getattr(source, "store", None)
-
-
-def source_writer_stats(source: object) -> dict[str, Any] | None:
-    """`writer_stats()` of the source (StoreWriter.stats()), or None without a writer."""
-    fn = getattr(source, "writer_stats", None)
-    if fn is None:
-        return None
-    stats = fn()
-    return dict(stats) if stats is not None else None
-
-
-def source_live_namespaces(source: object) -> list[str]:
-    """Namespaces the source knows are live now (the lab's pods), if it says."""
-    fn = getattr(source, "live_namespaces", None)
-    return sorted(set(fn())) if fn is not None else []
-
-
-def source_store_dsn(source: object) -> str | None:
-    """The store's DSN with any password removed (status shows it)."""
-    dsn = getattr(source, "store_dsn", None)
+def redacted_dsn(dsn: str | None) -> str | None:
+    """A store's DSN with any password removed (status shows it)."""
     if not dsn:
         return None
     text = str(dsn)

@@ -39,8 +39,9 @@ from spyglass.api.errors import ApiError, error_body, internal_error
 from spyglass.api.gate import HISTORY_SLOTS, Gate
 from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
 from spyglass.api.params import FlowQuery, parse_flow_query
-from spyglass.api.source import FlowSource, HistoryStore, RingReader, source_store
+from spyglass.api.source import FlowSource, HistoryStore, RingReader
 from spyglass.collector.filters import FilterError
+from spyglass.collector.lost import LossLedger
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, Flow, LostEvent, event_to_response
 
@@ -66,32 +67,28 @@ class StreamHub:
     signal handler) and streams poll the flag, so no event loop is shared.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, losses: LossLedger) -> None:
         self._closing = threading.Event()
         self._cond = threading.Condition()
         self._active = 0
-        self._ring_lost = 0
-        self._client_lost = 0
+        self.losses = losses
 
     @property
     def ring_lost(self) -> int:
         """Events that live clients missed because the ring lapped them (HUBBLE_RING_BUFFER)."""
-        with self._cond:
-            return self._ring_lost
+        return self.losses.totals().get(LostEventSource.HUBBLE_RING_BUFFER, 0)
 
     def record_ring_lost(self, n: int) -> None:
-        with self._cond:
-            self._ring_lost += n
+        """Counted in the ledger, never told in the ring: the lagging client was told."""
+        self.losses.add(LostEventSource.HUBBLE_RING_BUFFER, n, tell=False)
 
     @property
     def client_lost(self) -> int:
         """Events dropped from slow clients' queues (CLIENT_QUEUE)."""
-        with self._cond:
-            return self._client_lost
+        return self.losses.totals().get(LostEventSource.CLIENT_QUEUE, 0)
 
     def record_client_lost(self, n: int) -> None:
-        with self._cond:
-            self._client_lost += n
+        self.losses.add(LostEventSource.CLIENT_QUEUE, n, tell=False)
 
     @property
     def active(self) -> int:
@@ -105,17 +102,6 @@ class StreamHub:
     def shutdown(self) -> None:
         """Ask every stream to close with 1000 at its next poll (≤ 50 ms)."""
         self._closing.set()
-
-    def wait_closed(self, timeout: float = 1.0) -> bool:
-        """Block until every stream has closed; False if some are still open at the timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while self._active:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
 
     def _enter(self) -> None:
         with self._cond:
@@ -262,7 +248,7 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub, gate: Gate)
 
     skip: RingSkip | None
     if query.since_ns is not None:
-        store = source_store(source)
+        store = source.store
         if store is None:
             await _refuse(ws, 503, NO_STORE, CLOSE_ERROR)
             return

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes as ct
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -49,6 +50,7 @@ from spyglass.bpf.maps import (
     plan_policy_update,
     policy_entries,
 )
+from spyglass.model import defaults
 from spyglass.model.policy import CIDR_IDENTITY_BASE, CompiledPolicy
 from spyglass.model.services import ServiceEntry
 
@@ -57,7 +59,7 @@ __all__ = ["Datapath", "DatapathEndpoint", "DatapathError", "PolicyLoadStats",
 
 BPF_DIR = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(BPF_DIR, "datapath.c")
-DEFAULT_PIN_DIR = "/sys/fs/bpf/spyglass"
+DEFAULT_PIN_DIR = defaults.PIN_DIR
 PROGRAMS = ("from_container", "to_container")  # tc ingress, tc egress of the host veth
 
 
@@ -177,6 +179,7 @@ class Datapath:
         self._prepare_pin_dir()
         #: Whether this load found a datapath pinned by an earlier agent and took it over.
         self.adopted = pins.was_loaded(pin_dir)
+        self._generation = pins.AgentInfo()  # set by begin_generation
         self._bpf, self._fns = self._load([
             f'-DSG_PIN_DIR="{pin_dir}"',
             f"-DSG_CT_SIZE={ct_size}", f"-DSG_POLICY_SIZE={policy_size}",
@@ -297,10 +300,6 @@ class Datapath:
     def events_map_fd(self) -> int:
         return self._fd("sg_events")
 
-    @property
-    def attached(self) -> frozenset[int]:
-        return frozenset(self._attached)
-
     def attach(self, ifindex: int) -> str:
         """Attach (or swap in, atomically) the programs on a pod veth: 'attached'|'replaced'."""
         if self._closed:
@@ -356,8 +355,8 @@ class Datapath:
                 self.delete_endpoint(have)
                 deleted += 1
         for ifindex, ep in sorted(want.items()):
-            have = self._endpoints.get(ifindex)
-            if have is None or not _same(have, ep):
+            current = self._endpoints.get(ifindex)
+            if current is None or not _same(current, ep):
                 self.upsert_endpoint(ep)
                 written += 1
             else:
@@ -452,11 +451,6 @@ class Datapath:
         """Add or change one service (a backend came or went, affinity changed...)."""
         return self._run_service_plan(lambda: self._services.plan([entry]))
 
-    def delete_service(self, service_id: int) -> None:
-        """Remove a service; unknown ids are ignored (deleting twice is not an error).
-        Its VIP is then no longer translated: new packets to it are routed as they are."""
-        self._run_service_plan(lambda: self._services.plan([], removals=[service_id]))
-
     @property
     def services(self) -> dict[int, ServiceEntry]:
         """The services loaded now, by id."""
@@ -502,8 +496,14 @@ class Datapath:
         """What the agents delivered per CPU, and which failures they told (sg_reader)."""
         return pins.read_reader(self._fd("sg_reader"))
 
-    def save_reader_state(self, states: list[pins.ReaderState]) -> None:
+    def save_reader_state(self, states: list[pins.ReaderState], *, unstored: int) -> None:
+        """Note what the agent delivered and told per CPU, and what its store has not
+        written yet (the next agent counts that as lost to history if this one dies)."""
         pins.write_reader(self._fd("sg_reader"), states)
+        if unstored != self._generation.unstored:
+            info = dataclasses.replace(self._generation, unstored=unstored)
+            pins.write_agent(self._fd("sg_agent"), info)
+            self._generation = info
 
     def begin_generation(self, pid: int, now_ns: int) -> tuple[pins.AgentInfo, pins.AgentInfo]:
         """Record a new agent generation; returns (the previous record, the new one).
@@ -515,6 +515,7 @@ class Datapath:
         after = pins.AgentInfo(before.generation + 1, now_ns, pid,
                                before.restarts + (1 if self.adopted else 0))
         pins.write_agent(fd, after)
+        self._generation = after
         return before, after
 
     # -- policy map plumbing ---------------------------------------------------

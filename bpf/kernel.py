@@ -83,15 +83,3 @@ def probe_clsact() -> Probe:
                        "CONFIG_NET_SCH_INGRESS and CONFIG_NET_CLS_BPF (modprobe sch_ingress)")
     finally:
         netns.remove(name)
-
-
-def all_probes() -> dict[str, Probe]:
-    """Every probe by name, in the order doctor should print them."""
-    return {
-        "root": probe_root(),
-        "bcc": probe_bcc(),
-        "kernel headers": probe_kernel_headers(),
-        "btf": probe_btf(),
-        "bpffs": probe_bpffs(),
-        "clsact": probe_clsact(),
-    }

@@ -216,6 +216,7 @@ struct sg_agent_info {
 	__u64 started_ns;     /* CLOCK_REALTIME of the current generation's start */
 	__u64 pid;
 	__u64 restarts;       /* generations that adopted a running datapath */
+	__u64 unstored;       /* flows the agent read but had not written to its store yet */
 };
 
 /* Per-CPU scratch space for what does not fit the 512-byte BPF stack (bcc

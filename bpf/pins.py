@@ -57,11 +57,12 @@ class AgentInfo:
     started_ns: int = 0
     pid: int = 0
     restarts: int = 0
+    unstored: int = 0  # flows read but not yet in the store, as the agent last noted
 
 
 class _AgentInfoC(ct.Structure):
     _fields_ = [("generation", ct.c_uint64), ("started_ns", ct.c_uint64),
-                ("pid", ct.c_uint64), ("restarts", ct.c_uint64)]
+                ("pid", ct.c_uint64), ("restarts", ct.c_uint64), ("unstored", ct.c_uint64)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +119,15 @@ def read_agent(fd: int) -> AgentInfo:
     value = _AgentInfoC()
     if lib.bpf_lookup_elem(fd, ct.byref(ct.c_int(0)), ct.byref(value)) != 0:
         return AgentInfo()
-    return AgentInfo(value.generation, value.started_ns, value.pid, value.restarts)
+    return AgentInfo(value.generation, value.started_ns, value.pid, value.restarts,
+                     value.unstored)
 
 
 def write_agent(fd: int, info: AgentInfo) -> None:
     from bcc.libbcc import lib
 
-    value = _AgentInfoC(info.generation, info.started_ns, info.pid, info.restarts)
+    value = _AgentInfoC(info.generation, info.started_ns, info.pid, info.restarts,
+                        info.unstored)
     if lib.bpf_update_elem(fd, ct.byref(ct.c_int(0)), ct.byref(value), 0) != 0:
         err = ct.get_errno()
         raise OSError(err, f"writing sg_agent: {os.strerror(err)}")

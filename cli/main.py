@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "import": "spyglass.cli.interop:import_cmd",
     "store": "spyglass.cli.store_cmds:store_group",
     "up": "spyglass.cli.agent_cmds:up_cmd",
+    "agent": "spyglass.cli.agent_cmds:agent_cmd",
     "down": "spyglass.cli.agent_cmds:down_cmd",
     "doctor": "spyglass.cli.agent_cmds:doctor_cmd",
     "lab": "spyglass.cli.lab_cmds:lab_group",

@@ -1,4 +1,8 @@
-"""`spyglass service apply|delete|ls`: Services of the running lab, through the API."""
+"""`spyglass service apply|delete|ls`: the lab's Services, changed in the lab itself.
+
+Services belong to the lab, as in Kubernetes: these change its state file (as root,
+under its lock) and a running agent loads the new backends into the datapath.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from typing import Any
 
 import click
 
-from spyglass.cli.common import client_options, make_client, post_yaml, yaml_file_option
+from spyglass.cli.common import yaml_file_option
+from spyglass.cli.lab_cmds import STATE_DIR_OPTION, changing
 
 
 @click.group("service")
@@ -17,31 +22,32 @@ def service_group() -> None:
 
 @service_group.command("apply")
 @yaml_file_option("Service documents")
-@client_options()
-def apply_cmd(filename: Any, **kw: Any) -> None:
+@STATE_DIR_OPTION
+def apply_cmd(filename: Any, state_dir: str) -> None:
     """Add or replace Services; backends follow their selectors as pods come and go."""
-    body = post_yaml(kw, "/services", filename)
-    for ref, ip in body["applied"].items():
+    with changing(state_dir) as lab:
+        applied = lab.apply_services(filename.read(), filename.name)
+    for ref, ip in applied.items():
         click.echo(f"applied Service {ref} ({ip or 'headless'})")
 
 
 @service_group.command("delete")
 @click.argument("service", metavar="NAMESPACE/NAME")
-@client_options()
-def delete_cmd(service: str, **kw: Any) -> None:
+@STATE_DIR_OPTION
+def delete_cmd(service: str, state_dir: str) -> None:
     ns, _, name = service.rpartition("/")
-    with make_client(kw) as client:
-        body = client.delete(f"/services/{ns or 'default'}/{name}")
-    click.echo(f"deleted Service {body['deleted']}")
+    with changing(state_dir) as lab:
+        gone = lab.delete_service(f"{ns or 'default'}/{name}")
+    click.echo(f"deleted Service {gone}")
 
 
 @service_group.command("ls")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
-@client_options()
-def ls_cmd(output: str, **kw: Any) -> None:
+@STATE_DIR_OPTION
+def ls_cmd(output: str, state_dir: str) -> None:
     """List Services with their ClusterIPs, ports and selectors."""
-    with make_client(kw) as client:
-        rows = client.get("/services")["services"]
+    with changing(state_dir) as lab:
+        rows = lab.list_services()
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return

@@ -47,9 +47,28 @@ def format_status(server: str, st: dict[str, Any]) -> str:
         lines.append("Lost events: none")
     lines.append(f"Node: {st.get('node_name', '?')}   "
                  f"Uptime: {format_uptime(int(st.get('uptime_ns', 0)))}")
+    if st.get("restart"):  # this agent took over a datapath an earlier one left running
+        lines.append(format_restart(st["restart"]))
     if "store" in st:  # agents before the store said nothing about it
         lines += format_store(st["store"] or {})
     return "\n".join(lines)
+
+
+def format_restart(gap: dict[str, Any]) -> str:
+    """The restart line: whose datapath this agent adopted, and what the gap cost.
+
+    Lost counts what no agent will ever read (gone with the rings, or failed submits
+    that no agent told); flows the earlier agent read but had not stored are named apart.
+    """
+    lost = int(gap.get("lost_in_rings") or 0) + int(gap.get("failures_untold") or 0)
+    kept = (f"{int(gap.get('waiting_in_rings') or 0):,} events read from the kept rings"
+            if gap.get("adopted_rings") else "the rings were not kept")
+    text = (f"Restarts: {int(gap.get('restarts') or 0):,} (this agent adopted the datapath of "
+            f"pid {gap.get('previous_pid', '?')}: {kept}, {lost:,} lost")
+    unstored = int(gap.get("unstored") or 0)
+    if unstored:
+        text += f", {unstored:,} flows not stored"
+    return text + ")"
 
 
 def format_store(store: dict[str, Any]) -> list[str]:
@@ -74,7 +93,7 @@ def format_store(store: dict[str, Any]) -> list[str]:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text, or the raw status JSON.")
 def status_cmd(output: str, **kw: Any) -> None:
-    """Show the agent's health: ring occupancy, flow rate, lost events and the store."""
+    """Show the agent's health: ring occupancy, flow rate, lost events, restarts and the store."""
     with make_client(kw) as client:
         st = client.status()
         if output == "json":

@@ -1,7 +1,7 @@
 """The few raw syscalls the perf reader needs, through ctypes.
 
 bcc's perf buffer wakes the reader once per event and hands events over one by
-one through a callback; DESIGN.md measured that as the bottleneck. Opening the
+one through a callback; that measured as the bottleneck (docs/collector.md). Opening the
 per-CPU perf events ourselves lets us choose a byte watermark for wakeups and
 view whole ring reads as numpy arrays. Only three calls are needed:
 perf_event_open, bpf(BPF_MAP_UPDATE_ELEM / BPF_MAP_DELETE_ELEM) on the perf
@@ -131,10 +131,6 @@ def perf_event_open_bpf_output(cpu: int, *, watermark_bytes: int) -> int:
 
 def enable(fd: int) -> None:
     fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
-
-
-def disable(fd: int) -> None:
-    fcntl.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)
 
 
 def _bpf_elem(cmd: int, map_fd: int, key: int, value: int | None) -> int:

@@ -15,13 +15,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 from spyglass.collector.decoder import DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.enriched import EnrichedBatch
-from spyglass.collector.lost import LostTracker
+from spyglass.collector.lost import LossLedger, PerfLoss
 from spyglass.collector.perf import ReadBatch
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource
@@ -50,6 +50,9 @@ class Reader(Protocol):
 
     def read(self, timeout_ms: int = 50) -> ReadBatch: ...
 
+    def commit(self) -> None:
+        """Free what the last read returned: it has been delivered."""
+
 
 @dataclass(frozen=True, slots=True)
 class CollectorStats:
@@ -57,8 +60,7 @@ class CollectorStats:
 
     seen_flows: int
     flows_rate: float
-    lost_events: dict[str, int]  # per source name, what the stream told or will tell
-    lost_by_cpu: dict[int, dict[str, int]]  # {"kernel_counted", "perf_reported"} per CPU
+    lost_by_cpu: dict[int, PerfLoss]  # the perf ring's loss, both sides' counts, per CPU
     perf_kernel_counted: int
     perf_reported: int
     decode_errors: dict[str, int]
@@ -67,24 +69,7 @@ class CollectorStats:
     failed_batches: int
     reads: int
     running: bool
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seen_flows": self.seen_flows,
-            "flows_rate": self.flows_rate,
-            "lost_events": dict(self.lost_events),
-            "lost_by_cpu": {str(k): dict(v) for k, v in self.lost_by_cpu.items()},
-            "perf_kernel_counted": self.perf_kernel_counted,
-            "perf_reported": self.perf_reported,
-            "decode_errors": dict(self.decode_errors),
-            "perf_malformed": self.perf_malformed,
-            "getter_errors": self.getter_errors,
-            "failed_batches": self.failed_batches,
-            "reads": self.reads,
-            "running": self.running,
-            **self.extra,
-        }
+    hook_errors: int
 
 
 class Collector:
@@ -96,7 +81,14 @@ class Collector:
                  counters_interval_s: float = 0.5,
                  clock: Callable[[], float] = time.monotonic,
                  on_batch: Sequence[BatchHook] = (),
-                 lost_sources: Sequence[LostSource] = ()) -> None:
+                 lost_sources: Sequence[LostSource] = (),
+                 losses: LossLedger | None = None,
+                 kernel_baseline: Sequence[int] | None = None,
+                 on_read: Callable[[], None] | None = None) -> None:
+        """`losses` is the agent's ledger (a new one by default). `kernel_baseline` is the
+        datapath's failure count per CPU that is not ours to tell (by default, what the
+        counters say now). `on_read` runs on the collector thread after every read is
+        processed and committed (the agent notes what it delivered)."""
         self.reader = reader
         self.decoder = decoder
         self.enricher = enricher
@@ -105,7 +97,8 @@ class Collector:
         self.poll_timeout_ms = poll_timeout_ms
         self.counters_interval_s = counters_interval_s
         self._clock = clock
-        self.lost = LostTracker(interval_s=lost_interval_s)
+        self.lost = losses if losses is not None else LossLedger(interval_s=lost_interval_s)
+        self.on_read = on_read
         self.seen_flows = 0
         self.reads = 0
         self.perf_malformed = 0
@@ -119,16 +112,30 @@ class Collector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # guards the counters that stats() reads
+        if kernel_baseline is not None:
+            self.lost.kernel_baseline(kernel_baseline)
         if submit_failures is not None:
-            self._poll_counters(force=True)  # the baseline: earlier losses are not ours
+            self._poll_counters(force=True)  # without a baseline: earlier losses are not ours
 
     # -- one step ----------------------------------------------------------------
 
     def run_once(self, timeout_ms: int | None = None) -> int:
-        """Read, decode, enrich and write one batch; returns the flows written."""
+        """Read, decode, enrich and write one batch, then commit it; returns the flows
+        written. Committing after the batch is delivered (ring, hooks) means that a process
+        killed mid-batch leaves it in the perf ring for the next reader."""
         t = self.poll_timeout_ms if timeout_ms is None else timeout_ms
         batch = self.reader.read(t)
-        return self._process(batch, force_lost=False)
+        n = self._process(batch, force_lost=False)
+        self._delivered()
+        return n
+
+    def _delivered(self) -> None:
+        self.reader.commit()
+        if self.on_read is not None:
+            try:
+                self.on_read()
+            except Exception:
+                log.exception("the collector's on_read callback failed")
 
     def _process(self, batch: ReadBatch, *, force_lost: bool) -> int:
         now = self._clock()
@@ -143,20 +150,18 @@ class Collector:
                 log.exception("failed to process a batch of %d events", len(batch.records))
                 with self._lock:
                     self.failed_batches += 1
-                    self.lost.other(LostEventSource.UNKNOWN_LOST_EVENT_SOURCE,
-                                    len(batch.records))
+                self.lost.add(LostEventSource.UNKNOWN_LOST_EVENT_SOURCE, len(batch.records))
                 flows = []
             else:
                 self._run_hooks(enriched, flows)
-        drained = self._drain_lost_sources()
+        for ev in self._drain_lost_sources():
+            self.lost.add(ev.source, ev.num_events_lost)
+        self.lost.perf_lost(batch.lost_by_cpu)
+        self._poll_counters(force=force_lost, now=now)
+        lost = self.lost.due(now, time.time_ns(), force=force_lost)
         with self._lock:
-            for ev in drained:
-                self.lost.other(ev.source, ev.num_events_lost)
             self.reads += 1
             self.perf_malformed += batch.malformed
-            self.lost.perf_lost(batch.lost_by_cpu)
-            self._poll_counters(force=force_lost, now=now)
-            lost = self.lost.due(now, time.time_ns(), force=force_lost)
             self.seen_flows += len(flows)
             self._latest = (now, self.seen_flows)
             if not self._rate or now - self._rate[-1][0] >= _RATE_STEP_S:
@@ -223,11 +228,12 @@ class Collector:
                 log.exception("the collector loop stopped on an error")
                 return
 
-    def stop(self, timeout: float = 5.0, *, close_reader: bool = True) -> None:
-        """Stop the loop, drain what is left in the perf rings, tell all losses, close the reader.
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the loop, drain what is left in the perf rings and tell all losses.
 
-        Draining before closing matters: with batched wakeups up to a watermark
-        of events can be sitting in each ring when we are asked to stop.
+        Draining matters: with batched wakeups up to a watermark of events can be sitting
+        in each ring when we are asked to stop. The reader stays open (its owner closes
+        it, and decides whether the rings go on for the next agent).
         """
         self._stop.set()
         if self._thread is not None:
@@ -243,11 +249,9 @@ class Collector:
                 break
             empty = not len(batch.records) and not batch.lost_by_cpu
             self._process(batch, force_lost=empty)
+            self._delivered()
             if empty:
                 break
-        close = getattr(self.reader, "close", None)
-        if close_reader and callable(close):
-            close()
 
     @property
     def running(self) -> bool:
@@ -263,17 +267,12 @@ class Collector:
         # An idle collector still reads every poll timeout, so the window stays fresh.
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
-    def stats(self) -> dict[str, Any]:
-        """JSON-ready status (what `status`, `/metrics` and the API merge in)."""
-        return self.snapshot().to_dict()
-
     def snapshot(self) -> CollectorStats:
         rate = self.flows_rate()
         with self._lock:
             return CollectorStats(
                 seen_flows=self.seen_flows,
                 flows_rate=rate,
-                lost_events=self.lost.by_source(),
                 lost_by_cpu=self.lost.by_cpu(),
                 perf_kernel_counted=self.lost.kernel_counted,
                 perf_reported=self.lost.perf_reported,
@@ -283,5 +282,5 @@ class Collector:
                 failed_batches=self.failed_batches,
                 reads=self.reads,
                 running=self.running,
-                extra={"hook_errors": self.hook_errors} if self.on_batch else {},
+                hook_errors=self.hook_errors,
             )

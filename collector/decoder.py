@@ -1,6 +1,6 @@
 """Batch decoding of perf samples into numpy columns.
 
-One Python object per event costs 3-10% loss at 150k events/s (DESIGN.md),
+One Python object per event costs 3-10% loss at 150k events/s (docs/collector.md),
 so validation and field extraction are whole-array operations: a read of
 thousands of samples is checked with a handful of comparisons and sliced into
 columns without a Python loop. Bad samples are never fatal and never silent:
@@ -201,8 +201,3 @@ class Decoder:
             errors[kind] = n
             self.errors[kind] += n
             ok &= ~hit
-
-
-def empty_batch() -> DecodedBatch:
-    """A batch with no events (what a read with nothing in it decodes to)."""
-    return Decoder(ClockOffset(0)).decode(np.empty(0, dtype=RECORD_DTYPE))

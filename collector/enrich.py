@@ -82,9 +82,6 @@ class UuidSource:
         self._head = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
         self._counter = itertools.count(1)
 
-    def next(self) -> str:
-        return self.take(1)[0]
-
     def take(self, n: int) -> list[str]:
         """`n` fresh ids at once (a batch's worth)."""
         head = self._head

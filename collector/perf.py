@@ -1,7 +1,7 @@
 """A raw-mmap reader of the datapath's per-CPU perf rings.
 
-DESIGN.md measured this design at about 99% of the kernel's event rate where
-bcc's callback reader managed 37%: wakeups are batched by a byte watermark,
+This design measured at about 99% of the kernel's event rate where
+bcc's callback reader managed 37% (docs/collector.md): wakeups are batched by a byte watermark,
 latency is bounded by a poll timeout, and every CPU's unread bytes become one
 numpy array in one call. Samples all have the same 128-byte stride, so the
 common case never walks records; anything else (a LOST record, a foreign

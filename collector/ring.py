@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import cast
 
+from spyglass.model import defaults
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, LostEvent
 
-DEFAULT_CAPACITY = 65535
+DEFAULT_CAPACITY = defaults.RING_CAPACITY
 MAX_CAPACITY = (1 << 24) - 1
 #: How many events `last()` copies per step while scanning backwards.
 _SCAN_CHUNK = 4096

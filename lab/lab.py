@@ -1,11 +1,17 @@
 """The lab: a manifest's pods as network namespaces on this host, plus the processes in them.
 
-Everything is planned in the constructor (IPs, names, identities, endpoint
-ids) without touching the system, so enrichment and tests can use a Lab
-before, or without, bringing it up. `up()` either completes or tears down
-what it made before raising. The Lab is also the enrichment source for the
-collector: it implements `EndpointGetter`, `IdentityGetter` and `ServiceGetter`,
-and `service_entries()` is what the agent loads into the datapath's service maps.
+The lab has a lifecycle of its own, like a cluster's pods: `spyglass lab up` makes it and
+returns, its workloads keep running in their own sessions, and `lab down` removes it. The
+agent is a separate process that attaches to whatever lab exists and follows its changes.
+Everything the lab is lives in its state file (`state.py`): the documents it was made
+from and every pod as created, so `Lab.load` rebuilds it in any process (the agent, `lab
+add` from another shell), and `locked` keeps changes from two shells apart.
+
+Everything is planned in the constructor (IPs, names, identities, endpoint ids) without
+touching the system, so enrichment and tests can use a Lab before, or without, bringing
+it up. `up()` either completes or tears down what it made before raising. The Lab is also
+the enrichment source for the collector: it implements `EndpointGetter`, `IdentityGetter`
+and `ServiceGetter`, and `service_entries()` is what the agent loads into the datapath.
 """
 
 from __future__ import annotations
@@ -16,27 +22,36 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spyglass.lab import ipam, procs
 from spyglass.lab import netns as nl
 from spyglass.lab.errors import LabError
-from spyglass.lab.manifest import Container, Manifest, Pod, service_ref
+from spyglass.lab.manifest import (
+    Container,
+    Manifest,
+    Pod,
+    parse_documents,
+    parse_manifest,
+    service_ref,
+)
 from spyglass.lab.model import LabPod, ProcessRecord
 from spyglass.lab.naming import host_ifname, netns_name, resolve_ref, workload_name
 from spyglass.lab.placeholders import render
-from spyglass.lab.services import LabServices
+from spyglass.lab.services import LabServices, parse_service
 from spyglass.lab.state import (
     DEFAULT_STATE_DIR,
     STATE_VERSION,
     exec_in_pod,
     load_state,
+    pods_from_state,
     save_state,
     state_path,
     teardown,
     teardown_pod,
 )
+from spyglass.model import defaults
 from spyglass.model.flow import Service as FlowService
 from spyglass.model.getters import EndpointInfo
 from spyglass.model.identity import IdentityAllocator, pod_labels
@@ -57,9 +72,10 @@ def namespace_identity_labels(manifest: Manifest, namespace: str) -> dict[str, s
 class Lab:
     """Pods from a manifest, as netns + veth pairs + processes, with a state file."""
 
-    def __init__(self, manifest: Manifest, *, pod_cidr: str = "10.244.0.0/16",
-                 prefix: str = "sg", state_dir: str = DEFAULT_STATE_DIR,
-                 link_prefix: str = "lxc", identities: IdentityAllocator | None = None,
+    def __init__(self, manifest: Manifest, *, pod_cidr: str = defaults.POD_CIDR,
+                 prefix: str = defaults.LAB_PREFIX, state_dir: str = DEFAULT_STATE_DIR,
+                 link_prefix: str = defaults.LINK_PREFIX,
+                 identities: IdentityAllocator | None = None,
                  python: str = sys.executable, grace: float = 3.0,
                  service_cidr: str = DEFAULT_SERVICE_CIDR) -> None:
         if not _PREFIX.match(prefix):
@@ -79,6 +95,8 @@ class Lab:
             self.services = LabServices(manifest, service_cidr)
         except ValueError as exc:
             raise LabError(str(exc)) from None
+        self.service_cidr = service_cidr
+        self._docs: list[dict[str, Any]] = [dict(d) for d in manifest.documents]
         self._state: dict[str, Any] | None = None
         ips = ipam.allocate(pod_cidr, len(manifest.pods))
         self._pods: list[LabPod] = []
@@ -96,6 +114,33 @@ class Lab:
             ep_id=ep_id, netns=netns_name(self.prefix, pod.namespace, pod.name),
             host_ifname=host_ifname(self.link_prefix, self.prefix, pod.namespace, pod.name),
             workload=workload_name(pod.name, pod.labels))
+
+    @classmethod
+    def load(cls, state_dir: str = DEFAULT_STATE_DIR, **kwargs: Any) -> Lab:
+        """The lab that is up, rebuilt from its state file (LabError when none is up).
+
+        The pods are the recorded ones (with their addresses, identities, links and
+        processes), not a fresh plan: only the lab that made them decided those.
+        """
+        state = load_state(state_dir)
+        if state is None:
+            raise LabError(f"no lab is up ({state_path(state_dir)} does not exist): start one "
+                           "with `spyglass lab up --demo` or `spyglass lab up --manifest FILE`")
+        try:
+            manifest = parse_documents(state["documents"], str(state.get("source", "lab")))
+            lab = cls(manifest, pod_cidr=state["pod_cidr"], prefix=state["prefix"],
+                      state_dir=state_dir, link_prefix=state["link_prefix"],
+                      service_cidr=state["service_cidr"], identities=IdentityAllocator(),
+                      **kwargs)
+        except KeyError as exc:
+            raise LabError(f"{state_path(state_dir)} lacks {exc}: it was written by another "
+                           "version; bring that lab down with `spyglass down`") from None
+        lab._pods = pods_from_state(state)
+        for pod in lab._pods:
+            lab.identities.restore(pod.identity_labels, pod.identity)
+        lab._state = state
+        lab._index()
+        return lab
 
     # -- the pods -------------------------------------------------------------------------
 
@@ -162,13 +207,16 @@ class Lab:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def up(self, on_wired: Callable[[list[LabPod]], None] | None = None) -> None:
+    def up(self, on_wired: Callable[[list[LabPod]], None] | None = None, *,
+           start_workloads: bool = True) -> None:
         """Create netns, veths, addresses, routes; then start the containers.
 
         Networking for every pod comes first so a client never starts before
-        its server has an address. `on_wired` runs between the two, so that the
-        agent can attach the datapath and see the very first packets. On any
-        failure everything made so far is torn down before the error propagates.
+        its server has an address. `on_wired` runs between the two; with
+        `start_workloads=False` the containers wait for `start_workloads()`, so
+        that `spyglass up` can attach its agent first and see the very first
+        packets. On any failure everything made so far is torn down before the
+        error propagates.
         """
         if self._state is not None:
             raise LabError("this lab is already up")
@@ -179,9 +227,10 @@ class Lab:
                            f"first")
         self._preflight()
         self._state = {"version": STATE_VERSION, "prefix": self.prefix,
-                       "pod_cidr": self.pod_cidr, "manifest": self.manifest.source,
+                       "pod_cidr": self.pod_cidr, "service_cidr": self.service_cidr,
+                       "link_prefix": self.link_prefix, "source": self.manifest.source,
                        "owner_pid": os.getpid(), "started": time.time(),
-                       "state_dir": self.state_dir, "pods": []}
+                       "state_dir": self.state_dir, "documents": [], "pods": []}
         try:
             os.makedirs(self.log_dir, exist_ok=True)
             self._save()
@@ -189,15 +238,25 @@ class Lab:
                 self._wire(i)
             if on_wired is not None:
                 on_wired(self.pods)
-            for i, pod in enumerate(self.manifest.pods):
-                self._start(i, pod)
-            self._settle()
+            if start_workloads:
+                self.start_workloads()
         except BaseException as e:
             try:
                 self.down()
             except LabError as te:
                 e.add_note(f"and cleaning up after it failed too: {te}")
             raise
+
+    def start_workloads(self) -> None:
+        """Start the containers of every pod that runs none yet, then check they live."""
+        if self._state is None:
+            raise LabError("the lab is not up")
+        by_ref = {p.ref: p for p in self.manifest.pods}
+        for i, lp in enumerate(self._pods):
+            pod = by_ref.get(lp.ref)
+            if pod is not None and not lp.processes:
+                self._start(i, pod)
+        self._settle()
 
     def down(self) -> list[str]:
         """Full teardown of what this lab made; idempotent. Returns what was done."""
@@ -219,12 +278,70 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.down()
 
-    # -- changes while up (`spyglass lab add|delete|scale`) --------------------------------
+    # -- changes while up (`spyglass lab add|delete|scale`, `service apply|delete`) ----------
+    # The agent follows them through the state file; nothing here talks to it.
 
-    def add_pod(self, pod: Pod, on_wired: Callable[[LabPod], None] | None = None) -> LabPod:
-        """Wire and start one more pod; `on_wired` runs before its containers start."""
+    def add_pods(self, yaml_text: str, source: str = "<request>") -> list[str]:
+        """Every Pod document of the YAML, wired and started; the refs added."""
+        manifest = parse_manifest(yaml_text, source)
+        if not manifest.pods:
+            raise LabError(f"{source}: no Pod documents to add")
+        return [self.add_pod(pod, _document_of(manifest.documents, "Pod", pod.namespace,
+                                               pod.name)).ref
+                for pod in manifest.pods]
+
+    def scale(self, workload: str, replicas: int) -> dict[str, list[str]]:
+        """NAMESPACE/WORKLOAD to `replicas` pods: copies of its first pod, or fewer."""
+        add, drop = self.scale_plan(workload, replicas)
+        added = []
+        for pod in add:
+            template = next(p for p in self.manifest.pods if p.namespace == pod.namespace
+                            and workload_name(p.name, p.labels) == workload_name(
+                                pod.name, pod.labels))
+            doc = _document_of(self._docs, "Pod", template.namespace, template.name)
+            copy = {**doc, "metadata": {**doc.get("metadata", {}), "name": pod.name}}
+            added.append(self.add_pod(pod, copy).ref)
+        return {"added": added, "deleted": [self.delete_pod(ref).ref for ref in drop]}
+
+    def apply_services(self, yaml_text: str, source: str = "<request>") -> dict[str, str]:
+        """Services by ClusterIP, all parsed before any applies; ref -> ClusterIP."""
+        manifest = parse_manifest(yaml_text, source)
+        objects = manifest.objects_of("Service")
+        services = [parse_service(o, source) for o in objects]
+        if not services:
+            raise LabError(f"{source}: no Service documents to apply")
+        applied = {}
+        for svc, obj in zip(services, objects, strict=True):
+            applied[svc.ref] = self.services.apply(svc)
+            self._docs = [d for d in self._docs if not _is(d, "Service", svc.namespace,
+                                                           svc.name)]
+            self._docs.append(dict(obj.body))
+        self._refresh_manifest()
+        return applied
+
+    def delete_service(self, ref: str) -> str:
+        if self.services.delete(ref) is None:
+            raise LabError(f"no Service {ref} in the lab")
+        ns, _, name = ref.rpartition("/")
+        self._docs = [d for d in self._docs if not _is(d, "Service", ns or "default", name)]
+        self._refresh_manifest()
+        return ref
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return [{"namespace": s.namespace, "name": s.name, "cluster_ip":
+                 self.services.cluster_ips.get(s.ref, "None" if s.headless else ""),
+                 "ports": [f"{p.port}/{p.protocol}" for p in s.ports],
+                 "selector": s.selector, "affinity": s.affinity}
+                for s in self.services.services]
+
+    def add_pod(self, pod: Pod, document: dict[str, Any] | None = None,
+                on_wired: Callable[[LabPod], None] | None = None) -> LabPod:
+        """Wire and start one more pod; `on_wired` runs before its containers start.
+
+        `document` is the pod's manifest document, kept in the state file.
+        """
         if self._state is None:
-            raise LabError("the lab is not up: start it with `spyglass up`")
+            raise LabError("the lab is not up: start it with `spyglass lab up`")
         if pod.ref in self._by_ref:
             raise LabError(f"pod {pod.ref} already exists: pick another name")
         used = {p.ip for p in self._pods}
@@ -235,6 +352,8 @@ class Lab:
         self._pods.append(self._plan_pod(pod, ip, max((p.ep_id for p in self._pods),
                                                       default=0) + 1))
         self.manifest = dataclasses.replace(self.manifest, pods=(*self.manifest.pods, pod))
+        if document is not None:
+            self._docs.append(dict(document))
         self._index()
         i = len(self._pods) - 1
         try:
@@ -256,6 +375,7 @@ class Lab:
         self._pods = [p for p in self._pods if p.ref != gone.ref]
         self.manifest = dataclasses.replace(
             self.manifest, pods=tuple(p for p in self.manifest.pods if p.ref != gone.ref))
+        self._docs = [d for d in self._docs if not _is(d, "Pod", gone.namespace, gone.name)]
         self._index()
         self._save()
         return gone
@@ -301,7 +421,16 @@ class Lab:
     def _save(self) -> None:
         assert self._state is not None
         self._state["pods"] = [p.to_dict() for p in self._pods if p.owned]
+        self._state["documents"] = self._docs
         save_state(self.state_dir, self._state)
+
+    def _refresh_manifest(self) -> None:
+        """The manifest again from the documents (after a Service changed), then saved."""
+        pods = self.manifest.pods
+        self.manifest = dataclasses.replace(parse_documents(self._docs, self.manifest.source),
+                                            pods=pods)
+        if self._state is not None:
+            self._save()
 
     def _update(self, i: int, **changes: Any) -> None:
         self._pods[i] = dataclasses.replace(self._pods[i], **changes)
@@ -363,6 +492,20 @@ class Lab:
                                   f"{_tail(rec)} (log: {rec.log})")
         if failed:
             raise LabError("a pod failed to start: " + "; ".join(failed))
+
+
+def _is(doc: dict[str, Any], kind: str, namespace: str, name: str) -> bool:
+    meta = doc.get("metadata") or {}
+    return (doc.get("kind") == kind and meta.get("name") == name
+            and (meta.get("namespace") or "default") == namespace)
+
+
+def _document_of(docs: Sequence[dict[str, Any]], kind: str, namespace: str,
+                 name: str) -> dict[str, Any]:
+    found = next((d for d in docs if _is(d, kind, namespace, name)), None)
+    if found is None:  # pragma: no cover - every parsed object comes from a document
+        raise LabError(f"no {kind} document for {namespace}/{name}")
+    return found
 
 
 def _tail(rec: ProcessRecord, lines: int = 3) -> str:

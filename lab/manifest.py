@@ -14,6 +14,7 @@ implicit namespace other than `default` adds a line to `Manifest.warnings`.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ class Manifest:
     pods: tuple[Pod, ...] = ()
     objects: tuple[RawObject, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: The documents as parsed, empty ones left out: what the lab's state file keeps, so
+    #: that any process can rebuild this manifest (`parse_documents`).
+    documents: tuple[dict[str, Any], ...] = ()
 
     def namespace(self, name: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.name == name), None)
@@ -141,6 +145,11 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
         raise ManifestError(f"{source}: {where}: YAML syntax error: {what}") from e
     except yaml.YAMLError as e:
         raise ManifestError(f"{source}: YAML error: {e}") from e
+    return parse_documents(docs, source)
+
+
+def parse_documents(docs: Sequence[Any], source: str = "<manifest>") -> Manifest:
+    """Validate parsed documents (None for an empty one) into a Manifest."""
     namespaces: dict[str, Namespace] = {}
     pods: dict[str, Pod] = {}
     objects: dict[tuple[str, str, str], RawObject] = {}
@@ -179,8 +188,9 @@ def parse_manifest(text: str, source: str = "<manifest>") -> Manifest:
     services = [o for o in objects.values() if o.kind == "Service"]
     for pod in pods.values():
         _check_placeholders(source, pod, list(pods.values()), services)
+    kept = tuple(copy.deepcopy(d) for d in docs if d is not None)
     return Manifest(source, tuple(namespaces.values()), tuple(pods.values()),
-                    tuple(objects.values()), tuple(warnings))
+                    tuple(objects.values()), tuple(warnings), kept)
 
 
 class _Doc:

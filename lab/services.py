@@ -18,7 +18,7 @@ As in Kubernetes:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -239,11 +239,6 @@ class LabServices:
                     affinity=svc.affinity, name=svc.name, namespace=svc.namespace,
                     affinity_timeout_s=svc.affinity_timeout_s))
         return out
-
-    def backends_of(self, ref: str, pods: Sequence[tuple[Pod, str]]) -> list[str]:
-        """IPs of the pods a Service selects (headless ones too), for `lab ls` and DNS-ish use."""
-        svc = self._services.get(ref)
-        return [ip for pod, ip in pods if svc is not None and svc.selects(pod)]
 
     # -- ServiceGetter ---------------------------------------------------------------------
 

@@ -11,11 +11,12 @@ be run any number of times.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from spyglass.lab import netns as nl
@@ -23,10 +24,25 @@ from spyglass.lab import procs
 from spyglass.lab.errors import LabError
 from spyglass.lab.model import LabPod
 from spyglass.lab.naming import resolve_ref
+from spyglass.model import defaults
 
 STATE_FILE = "lab.json"
-STATE_VERSION = 1
-DEFAULT_STATE_DIR = "/run/spyglass"
+LOCK_FILE = "lab.lock"
+#: 2: the state holds the lab's documents, so any process can rebuild the Lab from it.
+STATE_VERSION = 2
+DEFAULT_STATE_DIR = defaults.STATE_DIR
+
+
+@contextlib.contextmanager
+def locked(state_dir: str = DEFAULT_STATE_DIR) -> Iterator[None]:
+    """One change to the lab at a time, across processes (`lab add` beside `lab scale`)."""
+    os.makedirs(state_dir, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def state_path(state_dir: str = DEFAULT_STATE_DIR) -> str:
@@ -116,11 +132,12 @@ def teardown(state: dict[str, Any], state_dir: str, *, grace: float = 3.0,
         raise LabError("lab teardown incomplete: " + "; ".join(errors)
                        + f". The state file {state_path(state_dir)} is kept: "
                        "fix the cause and run `spyglass down` again")
-    try:
-        os.unlink(state_path(state_dir))
-        done.append(f"removed {state_path(state_dir)}")
-    except FileNotFoundError:
-        pass
+    for path in (state_path(state_dir), os.path.join(state_dir, LOCK_FILE)):
+        try:
+            os.unlink(path)
+            done.append(f"removed {path}")
+        except FileNotFoundError:
+            pass
     # Pod logs go with a clean teardown: nothing of ours stays on the host. (A pod that
     # fails at start has its log tail shown by `up` before this runs.)
     logs = os.path.join(state_dir, "lab")

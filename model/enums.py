@@ -169,6 +169,9 @@ class LostEventSource(enum.IntEnum):
     HUBBLE_RING_BUFFER = 3
     STORE = 100
     CLIENT_QUEUE = 101
+    #: Written by the datapath, never delivered, and gone with the rings of an agent that
+    #: stopped while no ring keeper held them (counted when the next agent adopts).
+    AGENT_RESTART = 102
 
 
 class Protocol(enum.IntEnum):

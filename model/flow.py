@@ -167,10 +167,6 @@ class Flow:
         return _PROTO_NAME.get(self.protocol, str(self.protocol))
 
     @property
-    def drop_reason_desc(self) -> str:
-        return self.drop_reason.name if self.drop_reason else ""
-
-    @property
     def drop_reason_text(self) -> str:
         return DROP_REASON_TEXT.get(self.drop_reason, self.drop_reason.name.replace("_", " "))
 

@@ -62,9 +62,15 @@ class IdentityAllocator:
                 return candidate
         raise RuntimeError("identity space exhausted")  # pragma: no cover - 16M label sets
 
+    def restore(self, labels: Iterable[str], identity: int) -> None:
+        """Take back an identity recorded earlier (a lab reloaded from its state file), so
+        that later allocations cannot hand the same number to other labels."""
+        key = tuple(sorted(set(labels)))
+        held = self._by_id.get(identity)
+        if held is not None and held != key:
+            raise ValueError(f"identity {identity} is already {held}, not {key}")
+        self._by_labels[key] = identity
+        self._by_id[identity] = key
+
     def labels_of(self, identity: int) -> tuple[str, ...] | None:
         return self._by_id.get(identity)
-
-    @staticmethod
-    def reserved(name: str) -> int:
-        return {"host": IDENTITY_HOST, "world": IDENTITY_WORLD}[name]

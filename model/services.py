@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
+
+from spyglass.model import defaults
 
 __all__ = [
     "DEFAULT_AFFINITY_TIMEOUT_S",
@@ -25,7 +26,7 @@ __all__ = [
     "check_ipv4",
 ]
 
-DEFAULT_SERVICE_CIDR = "10.96.0.0/12"
+DEFAULT_SERVICE_CIDR = defaults.SERVICE_CIDR
 #: Kubernetes' default sessionAffinityConfig.clientIP.timeoutSeconds (3 h).
 DEFAULT_AFFINITY_TIMEOUT_S = 10800
 #: Protocol name -> IP protocol number, for the protocols the datapath translates.
@@ -199,18 +200,9 @@ class ClusterIPAllocator:
         if ip is not None:
             del self._owner[ip]
 
-    def allocated(self) -> dict[str, str]:
-        """owner -> ip."""
-        return dict(self._by_owner)
-
     def _take(self, ip: str, owner: str) -> None:
         old = self._by_owner.get(owner)
         if old is not None and old != ip:
             del self._owner[old]
         self._owner[ip] = owner
         self._by_owner[owner] = ip
-
-
-def backends_of(pairs: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
-    """Backends in a canonical order (sorted by address then port), for comparisons."""
-    return tuple(sorted(pairs, key=lambda b: (socket.inet_pton(socket.AF_INET, b[0]), b[1])))

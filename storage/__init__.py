@@ -10,7 +10,7 @@ from spyglass.storage.batch import enriched_to_arrow, store_hook
 from spyglass.storage.rows import flows_to_arrow, table_to_flows
 from spyglass.storage.schema import SCHEMA_VERSION, ddl
 from spyglass.storage.store import Cursor, FlowStore, StoreError
-from spyglass.storage.writer import StoreWriter
+from spyglass.storage.writer import StoreWriter, WriterStats
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -18,6 +18,7 @@ __all__ = [
     "FlowStore",
     "StoreError",
     "StoreWriter",
+    "WriterStats",
     "ddl",
     "enriched_to_arrow",
     "flows_to_arrow",

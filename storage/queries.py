@@ -66,11 +66,6 @@ def in_namespaces(namespaces: Sequence[str], p: Params) -> str:
     return f"(has({ns}, source_namespace) OR has({ns}, destination_namespace))"
 
 
-def _verdict_counts() -> str:
-    return ", ".join(f"countIf(verdict = '{v}') AS {v.lower()}"
-                     for v in ("FORWARDED", "DROPPED", "AUDIT"))
-
-
 def service_map(since_ns: int | None, until_ns: int | None, namespaces: Sequence[str]) -> Sql:
     """Edges source workload -> destination workload:port/protocol. Replies are left out:
     they are the same edge seen backwards, and would add an edge per ephemeral port.

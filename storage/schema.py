@@ -40,7 +40,7 @@ from spyglass.model.enums import (
 DEFAULT_DATABASE = "spyglass"
 DEFAULT_RETENTION_DAYS = 7
 #: The version `MIGRATIONS` brings a store to.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 FLOWS = "flows"
 LOST_EVENTS = "lost_events"
@@ -299,6 +299,11 @@ def migrations(database: str, retention_days: int) -> tuple[Migration, ...]:
     """
     create = tuple(s for s in ddl(None, database, retention_days)[1:]
                    if SCHEMA_VERSION_TABLE not in s)
-    steps = (Migration(1, "flows and lost_events tables", create),)
+    steps = (
+        Migration(1, "flows and lost_events tables", create),
+        Migration(2, "lost_events.source knows AGENT_RESTART", (
+            f"ALTER TABLE {database}.{LOST_EVENTS} MODIFY COLUMN source "
+            f"{enum8(LostEventSource)}",)),
+    )
     assert steps[-1].version == SCHEMA_VERSION
     return steps

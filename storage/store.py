@@ -164,14 +164,6 @@ class FlowStore:
         with self._guard(what):
             return self._client.query_df(sql, parameters=params, settings=settings or {})
 
-    def ping(self) -> bool:
-        """Whether the store answers (for the writer's health and `status`)."""
-        try:
-            with self._guard("ping"):
-                return bool(self._client.query("SELECT 1").result_rows[0][0] == 1)
-        except StoreError:
-            return False
-
     # -- writing ---------------------------------------------------------------------
 
     def insert_arrow(self, table: pa.Table | pa.RecordBatch) -> int:

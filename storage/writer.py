@@ -13,11 +13,12 @@ and counts them as lost with source STORE, told through `lost_events()` and
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -30,6 +31,19 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """The writer's counters, as `spyglass status` shows them."""
+
+    queued_rows: int  # waiting or being written
+    lag_s: float  # age of the oldest unwritten flow
+    written: int
+    lost: int  # dropped past the bound or at close (also told as STORE lost events)
+    retries: int
+    last_error: str  # "" when the last write succeeded
+    store_up: bool  # whether the store took the last write (or, before one, opened)
 
 
 class StoreWriter:
@@ -112,18 +126,20 @@ class StoreWriter:
         return [LostEvent(time_ns=time.time_ns(), source=LostEventSource.STORE,
                           num_events_lost=n)]
 
-    def stats(self) -> dict[str, Any]:
+    def pending_rows(self) -> int:
+        """Rows submitted and not yet written (queued or in flight): cheap, for every read."""
         with self._cond:
-            oldest = [t for t, _ in self._inflight[:1]] + [t for t, _ in list(self._queue)[:1]]
-            return {
-                "queued_rows": self._queued + self._inflight_rows,
-                "lag_s": max(0.0, self._clock() - min(oldest)) if oldest else 0.0,
-                "written": self.written,
-                "lost": self.lost,
-                "retries": self.retries,
-                "last_error": self.last_error,
-                "store_up": self.store_up,
-            }
+            return self._queued + self._inflight_rows
+
+    def stats(self) -> WriterStats:
+        with self._cond:
+            oldest = [t for t, _ in self._inflight[:1]] + [t for t, _ in
+                                                          itertools.islice(self._queue, 1)]
+            return WriterStats(
+                queued_rows=self._queued + self._inflight_rows,
+                lag_s=max(0.0, self._clock() - min(oldest)) if oldest else 0.0,
+                written=self.written, lost=self.lost, retries=self.retries,
+                last_error=self.last_error, store_up=self.store_up)
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -198,6 +214,7 @@ class StoreWriter:
             return False
         with self._cond:
             self.store_up = True
+            self.last_error = ""
         return True
 
     def close(self, timeout: float = 10) -> None:

@@ -8,50 +8,31 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel, ValidationError
+from support import NODE, T0, FakeSource, collector_stats, flow
 
-from spyglass.api.app import _lost_by_source, _overtaken, create_app, first_events
+from spyglass.api.app import _overtaken, create_app, first_events
 from spyglass.api.auth import NEEDS_CREDENTIAL
-from spyglass.api.serve import serve_in_thread
-from spyglass.api.source import RateMeter
-from spyglass.collector.filters import FilterError, build_from_query
-from spyglass.collector.ring import FlowRing
-from spyglass.model.enums import LostEventSource, Protocol, Verdict
-from spyglass.model.flow import (
-    Endpoint,
-    Event,
-    Flow,
-    LostEvent,
-    event_to_response,
+from spyglass.api.models import (
+    CollectorModel,
+    PerfLossModel,
+    RestartModel,
+    StatusResponse,
+    StoreStatus,
 )
-
-T0 = 1_764_165_988_576_000_000
-NODE = "node-a"
-
-
-def flow(i: int, *, pod: str = "frontend", verdict: Verdict = Verdict.FORWARDED,
-         dport: int = 8080) -> Flow:
-    return Flow(time_ns=T0 + i, uuid=f"u{i}", protocol=Protocol.TCP, tcp_flags=0x02,
-                source_ip="10.244.0.2", destination_ip="10.244.0.3", source_port=30000 + i,
-                destination_port=dport, verdict=verdict, is_reply=False, node_name=NODE,
-                source=Endpoint(identity=300, namespace="shop", pod_name=f"{pod}-{i}"),
-                destination=Endpoint(identity=301, namespace="shop", pod_name="cart-0"))
-
-
-class FakeSource:
-    """A FlowSource: the ring can be swapped per test while one server runs."""
-
-    def __init__(self) -> None:
-        self.ring = FlowRing(63)
-        self.node_name = NODE
-        self.extra: dict[str, Any] = {}
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.extra)
+from spyglass.api.serve import serve_in_thread
+from spyglass.api.source import AgentStatus, RateMeter, RestartGap
+from spyglass.collector.filters import FilterError, build_from_query
+from spyglass.collector.lost import PerfLoss
+from spyglass.collector.ring import FlowRing
+from spyglass.model.enums import LostEventSource, Verdict
+from spyglass.model.flow import Event, LostEvent, event_to_response
+from spyglass.storage import WriterStats
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[FakeSource, str]]:
-    source = FakeSource()
+    source = FakeSource(63)
     with serve_in_thread(create_app(source)) as (_, url):
         yield source, url
 
@@ -59,8 +40,7 @@ def served() -> Iterator[tuple[FakeSource, str]]:
 @pytest.fixture()
 def api(served: tuple[FakeSource, str]) -> Iterator[tuple[FakeSource, httpx.Client]]:
     source, url = served
-    source.ring = FlowRing(63)
-    source.extra = {}
+    source.reset(63)
     with httpx.Client(base_url=url, timeout=10) as client:
         yield source, client
 
@@ -76,23 +56,39 @@ def responses(events: list[Event]) -> list[dict[str, Any]]:
 # -- status -------------------------------------------------------------------
 
 
-def test_status_counts_come_from_the_ring(api: tuple[FakeSource, httpx.Client]) -> None:
-    source, client = api
+def test_status_counts_come_from_the_ring_and_the_collector() -> None:
+    source = FakeSource(63)
     source.ring.write_many([flow(i) for i in range(100)])
-    source.extra = {"flows_rate": 12.5, "uptime_ns": 83_000_000_000, "version": "9.9",
-                    "lost_events": {"PERF_EVENT_RING_BUFFER": 3},
-                    "decode_errors": {"truncated": 2}, "seen_flows": 98, "num_flows": 5}
-    body = client.get("/api/v1/status").json()
+    source.losses.kernel_counters([0, 0])  # the baseline, then 3 failed submits on CPU 1
+    source.losses.kernel_counters([0, 3])
+    source.losses.perf_lost({1: 2})  # the ring reported 2 of them: the ledger counts 3
+    source.agent = AgentStatus(
+        version="9.9", uptime_ns=83_000_000_000, pods=4, monitor_aggregation="medium",
+        collector=collector_stats(
+            seen_flows=98, flows_rate=12.5, reads=40, decode_errors={"truncated": 2},
+            perf_malformed=1, getter_errors=6, failed_batches=2, hook_errors=5,
+            lost_by_cpu=source.losses.by_cpu(), perf_kernel_counted=3, perf_reported=2))
+    assert source.losses.by_cpu() == {0: PerfLoss(0, 0), 1: PerfLoss(3, 2)}
+    with serve_in_thread(create_app(source)) as (_, url):
+        body = httpx.get(url + "/api/v1/status", timeout=10).json()
     assert body == {
         "num_flows": 63, "max_flows": 63, "seen_flows": 98, "flows_rate": 12.5,
         "uptime_ns": 83_000_000_000, "node_name": NODE, "version": "9.9",
         "lost_events": {"PERF_EVENT_RING_BUFFER": 3}, "connected_clients": 0,
-        "decode_errors": {"truncated": 2}, "store": NO_STORE_STATUS,
+        "store": NO_STORE_STATUS, "pods": 4, "monitor_aggregation": "medium",
+        "collector": {
+            "reads": 40, "running": True,
+            "lost_by_cpu": {"0": {"kernel_counted": 0, "perf_reported": 0},
+                            "1": {"kernel_counted": 3, "perf_reported": 2}},
+            "perf_kernel_counted": 3, "perf_reported": 2, "decode_errors": {"truncated": 2},
+            "perf_malformed": 1, "getter_errors": 6, "failed_batches": 2, "hook_errors": 5,
+        },
+        "restart": None,
     }
 
 
-def test_status_defaults_when_the_source_says_nothing() -> None:
-    source = FakeSource()
+def test_status_without_a_collector_counts_the_ring() -> None:
+    source = FakeSource(63)
     source.ring.write_many([flow(i) for i in range(3)])
     with serve_in_thread(create_app(source)) as (_, url):
         body = httpx.get(url + "/api/v1/status").json()
@@ -100,20 +96,90 @@ def test_status_defaults_when_the_source_says_nothing() -> None:
     assert body["lost_events"] == {}
     assert body["flows_rate"] == 0.0  # one sample: no rate yet
     assert body["uptime_ns"] > 0
-    assert body["version"] == "0.1.0"
+    assert body["version"] == "test"  # what the source says, as the agent says its own
+    assert (body["collector"], body["pods"], body["monitor_aggregation"], body["restart"]) == (
+        None, None, None, None)
 
 
-@pytest.mark.parametrize(("lost", "expected"), [
-    pytest.param({"PERF_EVENT_RING_BUFFER": 3}, {"PERF_EVENT_RING_BUFFER": 3}, id="by-name"),
-    pytest.param({1: 4, 3: 1}, {"PERF_EVENT_RING_BUFFER": 4, "HUBBLE_RING_BUFFER": 1},
-                 id="by-number"),
-    pytest.param({LostEventSource.STORE: 2}, {"STORE": 2}, id="by-enum"),
-    pytest.param({"PERF_EVENT_RING_BUFFER": {"0": 2, "1": 5}}, {"PERF_EVENT_RING_BUFFER": 7},
-                 id="per-cpu-summed"),
-    pytest.param(None, {}, id="none"),
-])
-def test_lost_events_by_source(lost: Any, expected: dict[str, int]) -> None:
-    assert _lost_by_source(lost) == expected
+GAP = RestartGap(generation=3, restarts=2, previous_pid=1234, adopted_rings=True,
+                 waiting_in_rings=310, lost_in_rings=0, failures_untold=0, unstored=5,
+                 endpoints_written=1, endpoints_deleted=2, programs_replaced=4)
+
+
+def test_status_shows_the_restart_gap_the_agent_found(
+        api: tuple[FakeSource, httpx.Client]) -> None:
+    source, client = api
+    source.agent = AgentStatus(version="9.9", uptime_ns=1, restart=GAP)
+    assert client.get("/api/v1/status").json()["restart"] == {
+        "generation": 3, "restarts": 2, "previous_pid": 1234, "adopted_rings": True,
+        "waiting_in_rings": 310, "lost_in_rings": 0, "failures_untold": 0, "unstored": 5,
+        "endpoints_written": 1, "endpoints_deleted": 2, "programs_replaced": 4}
+    source.agent = AgentStatus(version="9.9", uptime_ns=1)
+    assert client.get("/api/v1/status").json()["restart"] is None
+
+
+def test_status_shows_the_store_writer_without_the_password(
+        api: tuple[FakeSource, httpx.Client]) -> None:
+    source, client = api
+    source.store_dsn = "http://u:hunter2@ch:8123/db"
+    source.writer = WriterStats(queued_rows=5, lag_s=30.0, written=1, lost=7, retries=2,
+                                last_error="connection refused", store_up=False)
+    try:
+        body = client.get("/api/v1/status").json()
+    finally:
+        source.store_dsn = None
+    assert body["store"] == {"kind": "http", "dsn": "http://u:***@ch:8123/db", "up": False,
+                             "queued_rows": 5, "lag_s": 30.0, "written": 1, "lost": 7,
+                             "retries": 2, "last_error": "connection refused"}
+    assert "hunter2" not in str(body)
+
+
+def test_status_and_metrics_report_exactly_the_ledger() -> None:
+    """One ledger: what the agent counted and what the streams recorded, nothing else."""
+    source = FakeSource(63)
+    source.losses.kernel_counters([0])
+    source.losses.kernel_counters([4])
+    source.losses.add(LostEventSource.STORE, 7)
+    source.losses.add(LostEventSource.AGENT_RESTART, 5)
+    app = create_app(source)
+    hub = app.state.streams
+    hub.record_ring_lost(11)  # a live client lapped by the ring
+    hub.record_client_lost(3)  # a slow client's queue
+    want = {"PERF_EVENT_RING_BUFFER": 4, "STORE": 7, "AGENT_RESTART": 5,
+            "HUBBLE_RING_BUFFER": 11, "CLIENT_QUEUE": 3}
+    assert {k.name: n for k, n in source.losses.totals().items()} == want
+    assert (hub.ring_lost, hub.client_lost) == (11, 3)
+    with serve_in_thread(app) as (_, url):
+        status = httpx.get(url + "/api/v1/status", timeout=10).json()
+        metrics = httpx.get(url + "/metrics", timeout=10).text.splitlines()
+    assert status["lost_events"] == want
+    got = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics
+           if line.startswith("spyglass_lost_events_total{")}
+    assert got == {name: float(n) for name, n in want.items()}
+    # The streams' own losses were told to the clients that suffered them, never in the ring.
+    told = {ev.source for ev in source.losses.due(0.0, T0, force=True)}
+    assert told == {LostEventSource.PERF_EVENT_RING_BUFFER, LostEventSource.STORE,
+                    LostEventSource.AGENT_RESTART}
+
+
+@pytest.mark.parametrize("model", [StatusResponse, StoreStatus, CollectorModel, RestartModel,
+                                   PerfLossModel])
+def test_status_models_forbid_unknown_keys(model: type[BaseModel]) -> None:
+    assert model.model_config.get("extra") == "forbid"
+
+
+def test_an_unknown_key_cannot_leak_into_status(api: tuple[FakeSource, httpx.Client]) -> None:
+    _, client = api
+    body = client.get("/api/v1/status").json()
+    assert set(body) == set(StatusResponse.model_fields)
+    with pytest.raises(ValidationError, match="secret"):
+        StatusResponse.model_validate({**body, "secret": "/var/lib/spyglass/state.bin"})
+    with pytest.raises(ValidationError, match="decode_errors"):  # now under "collector"
+        StatusResponse.model_validate({**body, "decode_errors": {"truncated": 1}})
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    for name in ("StatusResponse", "StoreStatus", "CollectorModel", "RestartModel",
+                 "PerfLossModel"):
+        assert schema[name]["additionalProperties"] is False, name
 
 
 @pytest.mark.parametrize(("samples", "rate"), [
@@ -236,7 +302,7 @@ def test_openapi_documents_typed_responses(api: tuple[FakeSource, httpx.Client])
 
 def test_ui_dir_is_served_at_root(tmp_path: Any) -> None:
     (tmp_path / "index.html").write_text("<h1>spyglass</h1>")
-    app = create_app(FakeSource(), ui_dir=str(tmp_path))
+    app = create_app(FakeSource(63), ui_dir=str(tmp_path))
     with serve_in_thread(app) as (_, url):
         assert httpx.get(url + "/").text == "<h1>spyglass</h1>"
         assert httpx.get(url + "/api/v1/status").status_code == 200
@@ -245,7 +311,7 @@ def test_ui_dir_is_served_at_root(tmp_path: Any) -> None:
 
 
 def test_missing_ui_dir_is_not_mounted(tmp_path: Any) -> None:
-    app = create_app(FakeSource(), ui_dir=os.path.join(str(tmp_path), "absent"))
+    app = create_app(FakeSource(63), ui_dir=os.path.join(str(tmp_path), "absent"))
     assert not any(getattr(r, "name", "") == "ui" for r in app.routes)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import T0, FakeSource, flows
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -20,10 +21,10 @@ from spyglass.api.auth import AuthConfig, ListenSecurityError, check_listen_secu
 from spyglass.api.metrics import FlowMetrics
 from spyglass.api.serve import TlsError, check_tls, serve_in_thread
 from spyglass.cli.main import main
-from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import (
     DropReason,
     EventType,
+    LostEventSource,
     ObservationPoint,
     PolicyMatchType,
     Protocol,
@@ -31,28 +32,24 @@ from spyglass.model.enums import (
     Verdict,
 )
 from spyglass.model.flow import Flow
+from spyglass.storage import WriterStats
 
 TOKEN = "s3cret-token-0123456789"
-T0 = 1_764_165_988_576_000_000
 
 
-class Source:
-    def __init__(self) -> None:
-        self.ring = FlowRing(63)
-        self.ring.write_many([Flow(time_ns=T0 + i, uuid=f"u{i}") for i in range(3)])
-        self.node_name = "node-a"
-
-    def status(self) -> dict[str, Any]:
-        return {"lost_events": {"PERF_EVENT_RING_BUFFER": 2}}
-
-    def writer_stats(self) -> dict[str, Any]:
-        return {"queued_rows": 12, "lag_s": 0.5, "written": 900, "lost": 3, "retries": 1,
-                "last_error": None, "store_up": True}
+def source() -> FakeSource:
+    """Three flows, a perf ring that lost 2, and a store writer that dropped 3."""
+    src = FakeSource(63, events=flows(3))
+    src.losses.perf_lost({0: 2})
+    src.losses.add(LostEventSource.STORE, 3)  # the writer's drops, as the agent counts them
+    src.writer = WriterStats(queued_rows=12, lag_s=0.5, written=900, lost=3, retries=1,
+                             last_error="", store_up=True)
+    return src
 
 
 @pytest.fixture(scope="module")
 def secured() -> Iterator[str]:
-    app = create_app(Source(), auth=AuthConfig(token=TOKEN))
+    app = create_app(source(), auth=AuthConfig(token=TOKEN))
     with serve_in_thread(app) as (_, url):
         yield url
 
@@ -99,7 +96,7 @@ def test_openapi_stays_open(secured: str) -> None:
 
 
 def test_metrics_can_be_public() -> None:
-    app = create_app(Source(), auth=AuthConfig(token=TOKEN, metrics_public=True))
+    app = create_app(source(), auth=AuthConfig(token=TOKEN, metrics_public=True))
     with serve_in_thread(app) as (_, url):
         assert httpx.get(url + "/metrics").status_code == 200
         assert httpx.get(url + "/api/v1/status").status_code == 401
@@ -131,7 +128,7 @@ def test_ws_accepts_the_token_three_ways(secured: str, how: str) -> None:
         kw["subprotocols"] = ["spyglass", f"spyglass.bearer.{TOKEN}"]
     with _ws(secured, query, **kw) as ws:
         got = [json.loads(ws.recv(timeout=10))["flow"]["uuid"] for _ in range(3)]
-        assert got == ["u0", "u1", "u2"]
+        assert got == [f.uuid for f in flows(3)]
         if how == "subprotocol":
             assert ws.subprotocol == "spyglass"
 
@@ -161,7 +158,7 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 
 def test_tls_serves_https_and_wss(cert: tuple[str, str]) -> None:
     crt, key = cert
-    app = create_app(Source(), tls=True)
+    app = create_app(source(), tls=True)
     with serve_in_thread(app, ssl_certfile=crt, ssl_keyfile=key) as (_, url):
         assert url.startswith("https://")
         resp = httpx.get(url + "/api/v1/nodes", verify=ssl.create_default_context(cafile=crt))
@@ -194,7 +191,7 @@ def test_bad_tls_files_say_what_is_wrong(cert: tuple[str, str], tmp_path: Path, 
 
 def test_metrics_families_count_flows_and_read_state() -> None:
     metrics = FlowMetrics()
-    app = create_app(Source(), metrics=metrics)
+    app = create_app(source(), metrics=metrics)
     metrics.observe([
         Flow(time_ns=T0, protocol=Protocol.TCP, tcp_flags=0x02, destination_port=8080,
              is_reply=False, event_type=EventType.TRACE,
@@ -223,6 +220,8 @@ def test_metrics_families_count_flows_and_read_state() -> None:
         "spyglass_store_writer_queue_rows 12.0",
         "spyglass_store_writer_lag_seconds 0.5",
         "spyglass_store_up 1.0",
+        "spyglass_store_writer_written_total 900.0",
+        "spyglass_store_writer_retries_total 1.0",
     ):
         assert line in text.splitlines(), line
 

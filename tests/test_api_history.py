@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import FakeSource, flow
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -30,24 +31,14 @@ from spyglass.api.params import decode_cursor, encode_cursor
 from spyglass.api.serve import serve_in_thread
 from spyglass.api.stream import ClientQueue, StreamHub
 from spyglass.collector.filters import FilterSet, build_from_query
+from spyglass.collector.lost import LossLedger
 from spyglass.collector.ring import FlowRing
-from spyglass.model.enums import LostEventSource, Protocol, Verdict
-from spyglass.model.flow import Endpoint, Flow
+from spyglass.model.enums import LostEventSource, Verdict
+from spyglass.model.flow import Flow
 
-NODE = "node-h"
 WAIT_S = 10.0
 NOW = time.time_ns()
-T0 = NOW - 600 * 1_000_000_000  # ten minutes ago: inside since=1h
-
-
-def flow(i: int, *, t: int | None = None, verdict: Verdict = Verdict.FORWARDED,
-         pod: str = "frontend") -> Flow:
-    return Flow(time_ns=T0 + i * 1000 if t is None else t, uuid=f"u{i:06d}",
-                protocol=Protocol.TCP, tcp_flags=0x02, source_ip="10.244.0.2",
-                destination_ip="10.244.0.3", source_port=30000 + i % 1000,
-                destination_port=8080, verdict=verdict, is_reply=False, node_name=NODE,
-                source=Endpoint(identity=300, namespace="shop", pod_name=f"{pod}-{i}"),
-                destination=Endpoint(identity=301, namespace="shop", pod_name="cart-0"))
+T0 = NOW - 600 * 1_000_000_000  # ten minutes ago: inside since=1h; flows are flow(i, t0=T0)
 
 
 class ListStore:
@@ -81,19 +72,9 @@ class ListStore:
         return page, cursor
 
 
-class Source:
-    def __init__(self, capacity: int = 1023, store: ListStore | None = None) -> None:
-        self.ring = FlowRing(capacity)
-        self.node_name = NODE
-        self.store = store
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-
 @pytest.fixture()
-def served() -> Iterator[tuple[Source, str]]:
-    source = Source(store=ListStore())
+def served() -> Iterator[tuple[FakeSource, str]]:
+    source = FakeSource(store=ListStore())
     with serve_in_thread(create_app(source)) as (_, url):
         yield source, url
 
@@ -105,11 +86,11 @@ def uuids(body: dict[str, Any]) -> list[str]:
 # -- GET /flows with a range ---------------------------------------------------------
 
 
-def test_history_merges_store_and_ring_without_duplicates(served: tuple[Source, str]) -> None:
+def test_history_merges_store_and_ring_without_duplicates(served: tuple[FakeSource, str]) -> None:
     source, url = served
     assert source.store is not None
-    source.store.add([flow(i) for i in range(0, 8)])          # written
-    source.ring.write_many([flow(i) for i in range(4, 12)])   # 4..7 in both, 8..11 not yet
+    source.store.add([flow(i, t0=T0) for i in range(0, 8)])          # written
+    source.ring.write_many([flow(i, t0=T0) for i in range(4, 12)])   # 4..7 in both, 8..11 not yet
     body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h"}).json()
     assert uuids(body) == [f"u{i:06d}" for i in range(12)]
     assert body["next"] is None
@@ -119,12 +100,12 @@ def test_history_merges_store_and_ring_without_duplicates(served: tuple[Source, 
     pytest.param("first", list(range(0, 5)), id="first"),
     pytest.param("last", list(range(7, 12)), id="last"),
 ])
-def test_first_and_last_limit_a_range(served: tuple[Source, str], selector: str,
+def test_first_and_last_limit_a_range(served: tuple[FakeSource, str], selector: str,
                                       expected: list[int]) -> None:
     source, url = served
     assert source.store is not None
-    source.store.add([flow(i) for i in range(0, 8)])
-    source.ring.write_many([flow(i) for i in range(6, 12)])
+    source.store.add([flow(i, t0=T0) for i in range(0, 8)])
+    source.ring.write_many([flow(i, t0=T0) for i in range(6, 12)])
     body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h", selector: "5"}).json()
     assert uuids(body) == [f"u{i:06d}" for i in expected]  # oldest first either way
     assert body["next"] is not None
@@ -132,12 +113,12 @@ def test_first_and_last_limit_a_range(served: tuple[Source, str], selector: str,
 
 @pytest.mark.parametrize("selector", [pytest.param("first", id="forward"),
                                       pytest.param("last", id="backward")])
-def test_paging_by_cursor_visits_every_flow_once(served: tuple[Source, str],
+def test_paging_by_cursor_visits_every_flow_once(served: tuple[FakeSource, str],
                                                  selector: str) -> None:
     source, url = served
     assert source.store is not None
     same_time = T0 + 500
-    flows = [flow(i, t=same_time if 20 <= i < 40 else None) for i in range(100)]
+    flows = [flow(i, t=same_time if 20 <= i < 40 else None, t0=T0) for i in range(100)]
     source.store.add(flows[:90])
     source.ring.write_many(flows[80:])
     seen: list[str] = []
@@ -153,13 +134,13 @@ def test_paging_by_cursor_visits_every_flow_once(served: tuple[Source, str],
     assert sorted(seen) == want and len(seen) == len(set(seen))
 
 
-def test_filters_apply_to_store_and_ring_alike(served: tuple[Source, str]) -> None:
+def test_filters_apply_to_store_and_ring_alike(served: tuple[FakeSource, str]) -> None:
     source, url = served
     assert source.store is not None
-    source.store.add([flow(i, verdict=Verdict.DROPPED if i % 2 else Verdict.FORWARDED)
-                      for i in range(6)])
-    source.ring.write_many([flow(i, verdict=Verdict.DROPPED if i % 2 else Verdict.FORWARDED)
-                            for i in range(6, 10)])
+    flows = [flow(i, t0=T0, verdict=Verdict.DROPPED if i % 2 else Verdict.FORWARDED)
+             for i in range(10)]
+    source.store.add(flows[:6])
+    source.ring.write_many(flows[6:])
     body = httpx.get(f"{url}/api/v1/flows", params={"since": "1h", "verdict": "DROPPED"}).json()
     assert uuids(body) == [f"u{i:06d}" for i in (1, 3, 5, 7, 9)]
 
@@ -184,7 +165,7 @@ def test_filters_apply_to_store_and_ring_alike(served: tuple[Source, str]) -> No
     pytest.param({"since": "1h", "first": "-1"}, 400, "first: -1 is negative; use 0 or more, "
                  "like first=20", id="negative-first"),
 ])
-def test_bad_history_requests_say_what_to_fix(served: tuple[Source, str],
+def test_bad_history_requests_say_what_to_fix(served: tuple[FakeSource, str],
                                               params: dict[str, str], status: int,
                                               message: str) -> None:
     _, url = served
@@ -194,7 +175,7 @@ def test_bad_history_requests_say_what_to_fix(served: tuple[Source, str],
 
 
 def test_history_without_a_store_is_503_with_the_fix() -> None:
-    source = Source(store=None)
+    source = FakeSource()
     with serve_in_thread(create_app(source)) as (_, url):
         resp = httpx.get(f"{url}/api/v1/flows", params={"since": "5m"})
     assert resp.status_code == 503
@@ -209,7 +190,7 @@ def test_cursor_round_trip(cursor: tuple[int, str]) -> None:
 
 def test_history_page_skips_the_ring_scan_when_the_page_ends_before_it() -> None:
     store = ListStore()
-    store.add([flow(i) for i in range(50)])
+    store.add([flow(i, t0=T0) for i in range(50)])
     ring = FlowRing(63)
     ring.write_many([flow(i, t=NOW + i) for i in range(1000, 1010)])
     page, cursor = history_page(store, ring, FilterSet(), since_ns=T0, until_ns=None, limit=10,
@@ -232,21 +213,21 @@ def recv(ws: ClientConnection) -> dict[str, Any]:
 
 
 def test_since_follow_switches_to_live_without_gap_or_duplicate(
-        served: tuple[Source, str]) -> None:
+        served: tuple[FakeSource, str]) -> None:
     """Store 0..59, ring 40..79 (the writer's lag), then live 80..99 while switching."""
     source, url = served
     store = source.store
     assert store is not None
-    store.add([flow(i) for i in range(60)])
-    source.ring.write_many([flow(i) for i in range(40, 80)])
+    store.add([flow(i, t0=T0) for i in range(60)])
+    source.ring.write_many([flow(i, t0=T0) for i in range(40, 80)])
     live_started = threading.Event()
 
     def writer() -> None:
         live_started.wait(WAIT_S)
         for i in range(80, 100):
-            source.ring.write(flow(i))
+            source.ring.write(flow(i, t0=T0))
             if i % 5 == 0:
-                store.add([flow(j) for j in range(i - 5, i)])  # the writer catches up
+                store.add([flow(j, t0=T0) for j in range(i - 5, i)])  # the writer catches up
 
     t = threading.Thread(target=writer)
     t.start()
@@ -259,21 +240,21 @@ def test_since_follow_switches_to_live_without_gap_or_duplicate(
                 got.append(msg["flow"]["uuid"])
                 live_started.set()
             assert got == [f"u{i:06d}" for i in range(100)]
-            source.ring.write(flow(100))
+            source.ring.write(flow(100, t0=T0))
             assert recv(ws)["flow"]["uuid"] == "u000100"
     finally:
         live_started.set()
         t.join()
 
 
-def test_since_follow_filters_history_and_live(served: tuple[Source, str]) -> None:
+def test_since_follow_filters_history_and_live(served: tuple[FakeSource, str]) -> None:
     source, url = served
     assert source.store is not None
-    source.store.add([flow(i, pod="cart" if i % 2 else "web") for i in range(10)])
+    source.store.add([flow(i, pod="cart" if i % 2 else "web", t0=T0) for i in range(10)])
     with ws_connect(url, "since=1h&from-pod=shop/cart") as ws:
         assert [recv(ws)["flow"]["uuid"] for _ in range(5)] == [f"u{i:06d}"
                                                                   for i in (1, 3, 5, 7, 9)]
-        source.ring.write_many([flow(20, pod="web"), flow(21, pod="cart")])
+        source.ring.write_many([flow(20, pod="web", t0=T0), flow(21, pod="cart", t0=T0)])
         assert recv(ws)["flow"]["uuid"] == "u000021"
 
 
@@ -286,7 +267,7 @@ def test_since_follow_filters_history_and_live(served: tuple[Source, str]) -> No
                  "like 5m, 1h30m or 2d, or an RFC3339 time like 2025-11-26T13:00:00Z",
                  id="bad-since"),
 ])
-def test_stream_refuses_bad_ranges_with_1008(served: tuple[Source, str], query: str,
+def test_stream_refuses_bad_ranges_with_1008(served: tuple[FakeSource, str], query: str,
                                              message: str) -> None:
     _, url = served
     with ws_connect(url, query) as ws:
@@ -297,7 +278,7 @@ def test_stream_refuses_bad_ranges_with_1008(served: tuple[Source, str], query: 
 
 
 def test_stream_since_without_a_store_closes_1011_with_the_fix() -> None:
-    with serve_in_thread(create_app(Source(store=None))) as (_, url), \
+    with serve_in_thread(create_app(FakeSource())) as (_, url), \
             ws_connect(url, "since=5m") as ws:
         body = recv(ws)
         assert body["status"] == 503 and "--store" in body["error"]
@@ -312,7 +293,8 @@ def test_stream_since_without_a_store_closes_1011_with_the_fix() -> None:
 def test_client_queue_reports_its_overflow_in_place() -> None:
     import asyncio
 
-    hub = StreamHub()
+    losses = LossLedger()
+    hub = StreamHub(losses)
 
     async def run() -> list[Any]:
         q = ClientQueue(hub, maxsize=3)
@@ -330,6 +312,9 @@ def test_client_queue_reports_its_overflow_in_place() -> None:
     assert kinds == ["u000000", "u000001", "u000002",
                      (LostEventSource.CLIENT_QUEUE, 3), "u000006"]
     assert hub.client_lost == 3
+    # Counted in the agent's ledger, and told only to the client (the marker above).
+    assert losses.totals() == {LostEventSource.CLIENT_QUEUE: 3}
+    assert losses.due(0.0, 0, force=True) == []
 
 
 class RawClient:
@@ -386,7 +371,7 @@ class RawClient:
 
 def test_slow_client_gets_client_queue_losses_and_others_get_everything() -> None:
     """A client that stops reading fills its own queue; a reading client loses nothing."""
-    source = Source(capacity=(1 << 20) - 1, store=None)  # big enough never to lap anyone
+    source = FakeSource((1 << 20) - 1)  # big enough never to lap anyone
     app = create_app(source)
     hub = app.state.streams
     big = "x" * 2000  # fat flows fill the socket buffers quickly
@@ -433,7 +418,10 @@ def test_slow_client_gets_client_queue_losses_and_others_get_everything() -> Non
                     delivered += 1
             assert lost == hub.client_lost and delivered + lost == total
             status = httpx.get(f"{url}/api/v1/status").json()
-            assert status["lost_events"]["CLIENT_QUEUE"] == lost
+            assert status["lost_events"] == {"CLIENT_QUEUE": lost}
+            assert source.losses.totals() == {LostEventSource.CLIENT_QUEUE: lost}
+            metrics = httpx.get(f"{url}/metrics").text.splitlines()
+            assert f'spyglass_lost_events_total{{source="CLIENT_QUEUE"}} {float(lost)}' in metrics
         finally:
             slow.close()
 

@@ -19,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from support import endpoint, flow
 
 from spyglass.api.credentials import TOKEN_FILE_ENV
 from spyglass.cli.main import main
 from spyglass.collector.filters import FILTER_FLAGS, FilterError, build_from_query
 from spyglass.model.enums import DropReason, Protocol, Verdict
-from spyglass.model.flow import Endpoint, Flow, PolicyRef, event_to_response
+from spyglass.model.flow import Flow, PolicyRef, event_to_response
 from spyglass.model.hubble_json import parse_lines
 
 pytest.importorskip("chdb")
@@ -33,49 +34,41 @@ LOCAL_TOKEN = "local-credential-of-the-test-api"
 CREDENTIAL = {"Authorization": f"Bearer {LOCAL_TOKEN}"}
 NOW = time.time_ns()
 T0 = NOW - 600 * 1_000_000_000
+TESTS = str(Path(__file__).resolve().parent)
 CHILD = r"""
 import sys
+sys.path.insert(0, sys.argv[3])  # the tests' own support package
+from support import FakeSource
 from spyglass.api.app import create_app
 from spyglass.api.auth import AuthConfig
 from spyglass.api.serve import serve_in_thread
-from spyglass.collector.ring import FlowRing
 from spyglass.storage.store import FlowStore
 
-class Source:
-    def __init__(self, store, dsn):
-        self.ring, self.node_name, self.store, self.store_dsn = FlowRing(1023), "node-s", store, dsn
-    def status(self):
-        return {}
-    def live_namespaces(self):
-        return ["lab-only"]
-
 store = FlowStore.open(sys.argv[1])
-app = create_app(Source(store, sys.argv[1]), auth=AuthConfig(local_token=sys.argv[2]))
+source = FakeSource(node_name="node-s", store=store, store_dsn=sys.argv[1],
+                    namespaces=["lab-only"])
+app = create_app(source, auth=AuthConfig(local_token=sys.argv[2]))
 with serve_in_thread(app) as (_, url):
     print(url, flush=True)
     sys.stdin.read()
 store.close()
 """
 
-
-def flow(i: int) -> Flow:
-    dropped = i % 3 == 0
-    ns = "shop" if i % 2 else "bank"
-    return Flow(
-        time_ns=T0 + i * 1_000_000, uuid=f"00000000-0000-4000-8000-{i:012d}",
-        protocol=Protocol.TCP if i % 4 else Protocol.UDP, tcp_flags=0x02 if i % 4 else 0,
-        source_ip=f"10.244.0.{i % 7 + 2}", destination_ip="10.244.1.9",
-        source_port=30000 + i, destination_port=8080 if i % 2 else 53,
-        verdict=Verdict.DROPPED if dropped else Verdict.FORWARDED,
-        drop_reason=DropReason.POLICY_DENIED if dropped else DropReason.DROP_REASON_UNKNOWN,
-        is_reply=False, node_name="node-s", bytes=100 + i,
-        source=Endpoint(identity=300 + i % 3, namespace=ns, pod_name=f"web-{i % 5}",
-                        labels=(f"app=web{i % 2}",)),
-        destination=Endpoint(identity=400, namespace=ns, pod_name="api-0", labels=("app=api",)),
-        ingress_denied_by=(PolicyRef("deny-web", ns),) if dropped else ())
-
-
-FLOWS = [flow(i) for i in range(60)]
+#: Two namespaces, every third flow dropped by policy, TCP and UDP: enough for every
+#: filter and aggregation to have something to find (and to miss).
+FLOWS = [
+    flow(i, t0=T0, ns=ns, node="node-s", uuid=f"00000000-0000-4000-8000-{i:012d}",
+         protocol=Protocol.TCP if i % 4 else Protocol.UDP, tcp_flags=0x02 if i % 4 else 0,
+         source_ip=f"10.244.0.{i % 7 + 2}", destination_ip="10.244.1.9",
+         dport=8080 if i % 2 else 53, bytes=100 + i,
+         verdict=Verdict.DROPPED if dropped else Verdict.FORWARDED,
+         drop_reason=DropReason.POLICY_DENIED if dropped else DropReason.DROP_REASON_UNKNOWN,
+         source=endpoint(f"web-{i % 5}", ns, 300 + i % 3, labels=(f"app=web{i % 2}",)),
+         destination=endpoint("api-0", ns, 400, labels=("app=api",)),
+         ingress_denied_by=(PolicyRef("deny-web", ns),) if dropped else ())
+    for i in range(60)
+    for ns, dropped in [("shop" if i % 2 else "bank", i % 3 == 0)]
+]
 
 
 def hubble_lines(flows: list[Flow]) -> list[str]:
@@ -94,7 +87,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     token_file.write_text(LOCAL_TOKEN + "\n")
     env = pytest.MonkeyPatch()
     env.setenv(TOKEN_FILE_ENV, str(token_file))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}", LOCAL_TOKEN],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}", LOCAL_TOKEN, TESTS],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

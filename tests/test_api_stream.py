@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support import NODE, T0, FakeSource, flow
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -22,29 +23,10 @@ from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
 from spyglass.collector.filters import FilterError, build_from_query
 from spyglass.collector.ring import FlowRing
-from spyglass.model.enums import LostEventSource, Protocol, Verdict
-from spyglass.model.flow import Endpoint, Event, Flow, LostEvent, event_to_response
+from spyglass.model.enums import LostEventSource, Verdict
+from spyglass.model.flow import Event, Flow, LostEvent, event_to_response
 
-T0 = 1_764_165_988_576_000_000
-NODE = "node-a"
 WAIT_S = 10.0
-
-
-def flow(i: int, *, pod: str = "frontend", verdict: Verdict = Verdict.FORWARDED) -> Flow:
-    return Flow(time_ns=T0 + i, uuid=f"u{i}", protocol=Protocol.TCP, tcp_flags=0x02,
-                source_ip="10.244.0.2", destination_ip="10.244.0.3", source_port=30000 + i,
-                destination_port=8080, verdict=verdict, is_reply=False, node_name=NODE,
-                source=Endpoint(identity=300, namespace="shop", pod_name=f"{pod}-{i}"),
-                destination=Endpoint(identity=301, namespace="shop", pod_name="cart-0"))
-
-
-class FakeSource:
-    def __init__(self, capacity: int = 63) -> None:
-        self.ring: Any = FlowRing(capacity)
-        self.node_name = NODE
-
-    def status(self) -> dict[str, Any]:
-        return {}
 
 
 class Served:
@@ -59,7 +41,7 @@ class Served:
 
 @pytest.fixture()
 def served() -> Iterator[Served]:
-    source = FakeSource()
+    source = FakeSource(63)
     app = create_app(source)
     with serve_in_thread(app) as (server, url):
         yield Served(source, url, server, app)
@@ -97,9 +79,8 @@ def test_backlog_then_live_filtered(served: Served) -> None:
     with served.ws("last=2&from-pod=shop/frontend-") as ws:
         assert [recv(ws) for _ in range(2)] == [event_to_response(flow(i), NODE) for i in (2, 4)]
         sync(served, ws, flow(5))
-        writer = threading.Thread(target=lambda: [ring.write(flow(i, pod=p)) for i, p in
-                                                  ((6, "cart"), (7, "frontend"), (8, "db"),
-                                                   (9, "frontend"))])
+        live = [flow(6, pod="cart"), flow(7), flow(8, pod="db"), flow(9)]
+        writer = threading.Thread(target=lambda: [ring.write(f) for f in live])
         writer.start()
         writer.join()
         assert [recv(ws) for _ in range(2)] == [event_to_response(flow(i), NODE) for i in (7, 9)]
@@ -121,9 +102,16 @@ def test_overtaken_reader_gets_the_exact_loss_inline_even_when_filtered(served: 
         ring.write_many([flow(i, verdict=Verdict.DROPPED) for i in range(1, 101)])
         first = recv(ws)
         assert first["lost_events"] == {"source": "HUBBLE_RING_BUFFER", "num_events_lost": 37}
-        assert [recv(ws)["flow"]["uuid"] for _ in range(63)] == [f"u{i}" for i in range(38, 101)]
+        assert [recv(ws)["flow"]["uuid"] for _ in range(63)] == [flow(i).uuid
+                                                                 for i in range(38, 101)]
     status = httpx.get(served.url + "/api/v1/status").json()
     assert status["lost_events"] == {"HUBBLE_RING_BUFFER": 37}
+    # The stream counted it in the agent's ledger, which /metrics reads too; the client
+    # was told inline, so the ledger never tells it again in the ring.
+    assert served.source.losses.totals() == {LostEventSource.HUBBLE_RING_BUFFER: 37}
+    assert served.source.losses.due(0.0, T0, force=True) == []
+    metrics = httpx.get(served.url + "/metrics").text.splitlines()
+    assert 'spyglass_lost_events_total{source="HUBBLE_RING_BUFFER"} 37.0' in metrics
 
 
 def test_lost_events_in_the_ring_pass_any_filter(served: Served) -> None:
@@ -137,9 +125,7 @@ def test_lost_events_in_the_ring_pass_any_filter(served: Served) -> None:
 
 def test_slow_client_loses_flows_but_never_silently(served: Served) -> None:
     """A client that stops reading is lapped; every flow is either delivered or counted."""
-    source = FakeSource(capacity=1023)
-    served.source.ring = source.ring
-    ring = source.ring
+    ring = served.source.ring = FlowRing(1023)
     batch = [flow(i) for i in range(1000)]
     with served.ws() as ws:
         sync(served, ws, flow(-1))
@@ -201,7 +187,7 @@ def test_shutdown_sends_what_was_written_then_closes_with_1000(served: Served) -
         sync(served, ws, flow(0))
         served.source.ring.write_many([flow(1), flow(2)])
         served.server.should_exit = True
-        assert [recv(ws)["flow"]["uuid"] for _ in range(2)] == ["u1", "u2"]
+        assert [recv(ws)["flow"]["uuid"] for _ in range(2)] == [flow(1).uuid, flow(2).uuid]
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=WAIT_S)
         assert (ws.close_code, ws.close_reason) == (1000, "Spyglass is shutting down")

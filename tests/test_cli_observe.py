@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
+from support import NODE, T0, FakeSource, flow
 
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
@@ -26,37 +27,14 @@ from spyglass.cli.main import main
 from spyglass.cli.observe import FILTER_ITEMS, observe_cmd
 from spyglass.cli.printer import Printer
 from spyglass.collector.filters import FilterError, build_from_flags
-from spyglass.collector.ring import FlowRing
-from spyglass.model.enums import LostEventSource, Protocol, Verdict
-from spyglass.model.flow import Endpoint, Event, Flow, LostEvent, event_to_response
+from spyglass.model.enums import LostEventSource, Verdict
+from spyglass.model.flow import Event, LostEvent, event_to_response
 
-T0 = 1_764_165_988_576_000_000
-NODE = "node-a"
 WAIT_S = 10.0
-
-
-def flow(i: int, *, pod: str = "frontend", dport: int = 8080,
-         verdict: Verdict = Verdict.FORWARDED) -> Flow:
-    return Flow(time_ns=T0 + i * 1_000_000, uuid=f"u{i}", protocol=Protocol.TCP,
-                tcp_flags=0x02, source_ip="10.244.0.2", destination_ip="10.244.0.3",
-                source_port=30000 + i, destination_port=dport, verdict=verdict,
-                is_reply=False, node_name=NODE,
-                source=Endpoint(identity=300, namespace="shop", pod_name=f"{pod}-{i}"),
-                destination=Endpoint(identity=301, namespace="shop", pod_name="cart-0"))
-
 
 EVENTS: list[Event] = [flow(i, dport=80 if i % 2 else 8080,
                             verdict=Verdict.DROPPED if i % 5 == 4 else Verdict.FORWARDED)
                        for i in range(25)]
-
-
-class FakeSource:
-    def __init__(self) -> None:
-        self.ring = FlowRing(63)
-        self.node_name = NODE
-
-    def status(self) -> dict[str, Any]:
-        return {}
 
 
 class Served:
@@ -66,8 +44,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    source = FakeSource()
-    source.ring.write_many(EVENTS)
+    source = FakeSource(63, events=EVENTS)
     app = create_app(source)
     with serve_in_thread(app) as (server, url):
         yield Served(source, url, server, app)
@@ -76,7 +53,7 @@ def served() -> Iterator[Served]:
 @pytest.fixture()
 def fresh() -> Iterator[Served]:
     """A server of its own, for tests that stop it."""
-    source = FakeSource()
+    source = FakeSource(63)
     app = create_app(source)
     with serve_in_thread(app) as (server, url):
         yield Served(source, url, server, app)

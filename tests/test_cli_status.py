@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support import FakeSource, collector_stats, flows
 
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
+from spyglass.api.source import AgentStatus, RestartGap
 from spyglass.cli.main import main
 from spyglass.cli.status import format_status, format_uptime
-from spyglass.collector.ring import FlowRing
-from spyglass.model.flow import Flow
 
 
 @pytest.mark.parametrize(("ns", "text"), [
@@ -59,21 +59,60 @@ def test_format_status(extra: dict[str, Any], text: str) -> None:
     assert format_status("http://h:1", {**BASE, **extra}) == text
 
 
-class FakeSource:
-    def __init__(self) -> None:
-        self.ring = FlowRing(1023)
-        self.ring.write_many([Flow(time_ns=i) for i in range(10)])
-        self.node_name = "node-a"
+GAP_JSON: dict[str, Any] = {
+    "generation": 3, "restarts": 2, "previous_pid": 1234, "adopted_rings": True,
+    "waiting_in_rings": 310, "lost_in_rings": 0, "failures_untold": 0, "unstored": 0,
+    "endpoints_written": 1, "endpoints_deleted": 0, "programs_replaced": 4}
 
-    def status(self) -> dict[str, Any]:
-        return {"flows_rate": 2.5, "uptime_ns": 3_723_000_000_000,
-                "lost_events": {"PERF_EVENT_RING_BUFFER": 4}, "decode_errors": 1}
+
+@pytest.mark.parametrize(("gap", "line"), [
+    pytest.param({}, "Restarts: 2 (this agent adopted the datapath of pid 1234: 310 events read "
+                 "from the kept rings, 0 lost)", id="nothing-lost"),
+    pytest.param({"lost_in_rings": 1200, "failures_untold": 34, "unstored": 5},
+                 "Restarts: 2 (this agent adopted the datapath of pid 1234: 310 events read "
+                 "from the kept rings, 1,234 lost, 5 flows not stored)", id="lost-and-unstored"),
+    pytest.param({"adopted_rings": False, "waiting_in_rings": 0, "lost_in_rings": 77},
+                 "Restarts: 2 (this agent adopted the datapath of pid 1234: the rings were not "
+                 "kept, 77 lost)", id="rings-not-kept"),
+])
+def test_format_status_shows_the_restart(gap: dict[str, Any], line: str) -> None:
+    text = format_status("http://h:1", {**BASE, "restart": {**GAP_JSON, **gap}})
+    assert text.splitlines() == [
+        "Healthcheck (via http://h:1): Ok", "Current/Max Flows: 1,234/65,535 (1.88%)",
+        "Flows/s: 12.35", "Lost events: none", "Node: n1   Uptime: 1m23s", line]
+
+
+def test_format_status_without_a_restart_has_no_restart_line() -> None:
+    assert "Restarts" not in format_status("http://h:1", {**BASE, "restart": None})
+
+
+GAP = RestartGap(generation=3, restarts=2, previous_pid=1234, adopted_rings=True,
+                 waiting_in_rings=310, lost_in_rings=0, failures_untold=0, unstored=0,
+                 endpoints_written=1, endpoints_deleted=0, programs_replaced=4)
+
+
+def agent(restart: RestartGap | None = None) -> AgentStatus:
+    """Up 1h2m3s, with a collector at 2.5 flows/s that could not decode one event."""
+    return AgentStatus(version="0.1.0", uptime_ns=3_723_000_000_000, restart=restart,
+                       collector=collector_stats(seen_flows=10, flows_rate=2.5,
+                                                 decode_errors={"truncated": 1}))
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    with serve_in_thread(create_app(FakeSource())) as (_, base):
-        yield base
+def served() -> Iterator[tuple[FakeSource, str]]:
+    """Ten flows in the ring and 4 events lost in the perf ring."""
+    src = FakeSource(1023, events=flows(10))
+    src.losses.perf_lost({0: 4})
+    with serve_in_thread(create_app(src)) as (_, base):
+        yield src, base
+
+
+@pytest.fixture()
+def url(served: tuple[FakeSource, str]) -> Iterator[str]:
+    src, base = served
+    src.agent = agent()
+    yield base
+    src.agent = agent()  # a test that changed the agent's status leaves it as it was
 
 
 def test_status_command(url: str) -> None:
@@ -89,13 +128,32 @@ def test_status_command(url: str) -> None:
         "Store: none (history needs `spyglass up --store ...`)\n")
 
 
+def test_status_command_shows_the_restart(served: tuple[FakeSource, str], url: str) -> None:
+    src, _ = served
+    src.agent = agent(restart=GAP)
+    result = CliRunner().invoke(main, ["status", "--server", url])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        f"Healthcheck (via {url}): Ok\n"
+        "Current/Max Flows: 10/1,023 (0.98%)\n"
+        "Flows/s: 2.50\n"
+        "Lost events:\n"
+        "  PERF_EVENT_RING_BUFFER: 4\n"
+        "Node: node-a   Uptime: 1h2m3s\n"
+        "Restarts: 2 (this agent adopted the datapath of pid 1234: 310 events read from the "
+        "kept rings, 0 lost)\n"
+        "Store: none (history needs `spyglass up --store ...`)\n")
+
+
 def test_status_json(url: str) -> None:
     result = CliRunner().invoke(main, ["status", "--server", url, "-o", "json"])
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)
     assert body["num_flows"] == 10 and body["max_flows"] == 1023
     assert body["lost_events"] == {"PERF_EVENT_RING_BUFFER": 4}
-    assert body["decode_errors"] == 1
+    assert body["collector"]["decode_errors"] == {"truncated": 1}
+    assert body["collector"]["running"] is True and body["restart"] is None
+    assert "decode_errors" not in body  # the collector's counters live under "collector"
 
 
 def test_status_unreachable() -> None:

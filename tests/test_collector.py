@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from spyglass.collector.collector import BatchHook, Collector
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.lost import LossLedger, PerfLoss
 from spyglass.collector.perf import ReadBatch, parse_records, sample_record
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource
@@ -40,6 +42,7 @@ class FakeReader:
         self.late: deque[ReadBatch] = deque()
         self.lock = threading.Lock()
         self.calls = 0
+        self.commits = 0
         self.closed = False
 
     def push(self, rb: ReadBatch) -> None:
@@ -48,6 +51,9 @@ class FakeReader:
 
     def close(self) -> None:
         self.closed = True
+
+    def commit(self) -> None:
+        self.commits += 1
 
     def read(self, timeout_ms: int = 50) -> ReadBatch:
         assert not self.closed, "read after close"
@@ -82,12 +88,13 @@ class Counters:
 
 def make(reader: FakeReader, *, counters: Counters | None = None,
          clock: FakeClock | None = None, enricher: Enricher | None = None,
-         capacity: int = 1023, hooks: Sequence[BatchHook] = ()) -> tuple[Collector, FlowRing]:
+         capacity: int = 1023, hooks: Sequence[BatchHook] = (),
+         **kw: Any) -> tuple[Collector, FlowRing]:
     ring = FlowRing(capacity)
     n = NoopGetter()
     c = Collector(reader, Decoder(ClockOffset(0)), enricher or Enricher(n, n, n, "node-a"), ring,
                   submit_failures=counters, clock=clock or FakeClock(),
-                  counters_interval_s=0.0, on_batch=hooks)
+                  counters_interval_s=0.0, on_batch=hooks, **kw)
     return c, ring
 
 
@@ -123,7 +130,7 @@ def test_perf_lost_records_become_a_lost_event_with_cpu() -> None:
     c.run_once()
     (lost,) = lost_events(ring)
     assert (lost.source, lost.cpu, lost.num_events_lost) == (PERF, 1, 40)
-    assert c.snapshot().lost_events == {"PERF_EVENT_RING_BUFFER": 40}
+    assert c.lost.totals() == {PERF: 40}
     assert c.snapshot().perf_reported == 40
 
 
@@ -146,8 +153,8 @@ def test_kernel_counters_count_from_start_and_are_not_double_counted() -> None:
     assert len(lost_events(ring)) == 1
     s = c.snapshot()
     assert (s.perf_kernel_counted, s.perf_reported) == (30, 25)
-    assert s.lost_by_cpu[0] == {"kernel_counted": 30, "perf_reported": 25}
-    assert s.lost_events == {"PERF_EVENT_RING_BUFFER": 30}
+    assert s.lost_by_cpu[0] == PerfLoss(kernel_counted=30, perf_reported=25)
+    assert c.lost.totals() == {PERF: 30}
 
 
 def test_lost_events_are_rate_limited_and_aggregated() -> None:
@@ -201,7 +208,7 @@ def test_a_failing_hook_costs_only_its_own_output() -> None:
     assert c.run_once() == 2 and c.run_once() == 1
     assert [f.source_port for f in everything(ring) if isinstance(f, Flow)] == [1, 2, 3]
     assert later == [2, 1]  # the hook after the broken one still runs
-    assert c.hook_errors == 2 and c.stats()["hook_errors"] == 2
+    assert c.hook_errors == 2 and c.snapshot().hook_errors == 2
     assert c.snapshot().failed_batches == 0
 
 
@@ -238,17 +245,78 @@ def test_thread_start_stop_drains_and_tells_pending_losses() -> None:
     reader.late.extend([read_of([3]), read_of([4])])
     counters.values = [5]  # whenever the loop or the drain sees it, it is told once
     c.stop()
-    assert not c.running and reader.closed
+    assert not c.running and not reader.closed  # its owner closes it (or keeps the rings)
     evs = everything(ring)
     assert [e.source_port for e in evs if isinstance(e, Flow)] == [1, 2, 3, 4]
     assert [e.num_events_lost for e in evs if isinstance(e, LostEvent)] == [5]
 
 
-def test_stats_to_dict_is_json_shaped() -> None:
-    c, _ = make(FakeReader([read_of([1], lost={0: 2})]))
+def test_a_read_is_committed_after_it_is_delivered_then_on_read_runs() -> None:
+    order: list[str] = []
+    reader = FakeReader([read_of([1, 2]), read_of([3])])
+    c, ring = make(reader, hooks=[lambda b, _f: order.append(f"hook {len(b)} @{reader.commits}")],
+                   on_read=lambda: order.append(f"on_read @{reader.commits} seen {ring.seen}"))
     c.run_once()
-    d = c.stats()
-    assert d["seen_flows"] == 1
-    assert d["lost_events"] == {"PERF_EVENT_RING_BUFFER": 2}
-    assert d["lost_by_cpu"] == {"0": {"kernel_counted": 0, "perf_reported": 2}}
-    assert set(d["decode_errors"]) == {"TRUNCATED", "BAD_VERSION", "BAD_LENGTH", "UNKNOWN_TYPE"}
+    c.run_once()
+    # The hook sees the batch before its commit; on_read sees it committed and in the ring.
+    assert order == ["hook 2 @0", "on_read @1 seen 2", "hook 1 @1", "on_read @2 seen 3"]
+
+
+def test_a_failing_on_read_does_not_stop_the_loop() -> None:
+    def broken() -> None:
+        raise OSError("the pinned map went away")
+
+    c, ring = make(FakeReader([read_of([1]), read_of([2])]), on_read=broken)
+    assert c.run_once() == 1 and c.run_once() == 1
+    assert ring.seen == 2
+
+
+def test_stop_commits_the_drained_reads() -> None:
+    reader = FakeReader()
+    c, _ = make(reader)
+    reader.late.extend([read_of([1]), read_of([2])])
+    c.stop()
+    assert reader.commits == 3  # two reads and the empty one that ends the drain
+
+
+def test_a_kernel_baseline_tells_the_failures_no_earlier_agent_told() -> None:
+    """An adopted datapath: 100 failures on CPU 0 were told by the last agent, 130 happened."""
+    c, ring = make(FakeReader([read_of([1])]), counters=Counters([130, 7]),
+                   kernel_baseline=[100, 7])
+    c.run_once()
+    (lost,) = lost_events(ring)
+    assert (lost.cpu, lost.num_events_lost) == (0, 30)
+    assert c.lost.kernel_told() == {0: 130, 1: 7}
+
+
+def test_kernel_told_holds_back_what_the_interval_delays() -> None:
+    counters = Counters([0])
+    clock = FakeClock()
+    c, ring = make(FakeReader(), counters=counters, clock=clock)
+    counters.values = [4]
+    c.run_once(0)
+    assert c.lost.kernel_told() == {0: 4}
+    counters.values = [9]  # within the interval: counted, not told yet
+    clock.t += 0.1
+    c.run_once(0)
+    assert c.lost.totals() == {PERF: 9} and c.lost.kernel_told() == {0: 4}
+    c.stop()  # the drain tells everything
+    assert c.lost.kernel_told() == {0: 9}
+    assert [e.num_events_lost for e in lost_events(ring)] == [4, 5]
+
+
+def test_a_shared_ledger_tells_other_sources_once_and_counts_untold_ones() -> None:
+    losses = LossLedger()
+    c, ring = make(FakeReader(), losses=losses)
+    losses.add(LostEventSource.AGENT_RESTART, 12)
+    losses.add(LostEventSource.CLIENT_QUEUE, 5, tell=False)  # the slow client was told
+    c.run_once(0)
+    c.run_once(0)
+    told = [(e.source, e.num_events_lost) for e in lost_events(ring)]
+    assert told == [(LostEventSource.AGENT_RESTART, 12)]
+    assert losses.totals() == {LostEventSource.AGENT_RESTART: 12, LostEventSource.CLIENT_QUEUE: 5}
+
+
+def test_perf_losses_cannot_be_added_by_hand() -> None:
+    with pytest.raises(ValueError, match="kernel_counters"):
+        LossLedger().add(PERF, 1)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from support import flow
 
 from spyglass.collector.filters import FilterError, FilterSet, FlowFilter, build_from_flags
 from spyglass.model.enums import (
@@ -34,16 +36,12 @@ DNS = ep("kube-system", "coredns-1", ("k8s:k8s-app=kube-dns",), 300)
 WORLD = ep(labels=("reserved:world",), identity=2)
 
 
-def flow(**kw: Any) -> Flow:
-    base: dict[str, Any] = dict(
-        time_ns=1, source=FRONT, destination=BACK, source_ip="10.0.1.5",
-        destination_ip="10.0.2.7", protocol=Protocol.TCP, source_port=41000,
-        destination_port=8080, tcp_flags=SYN, node_name="worker-1.lab",
-        verdict=Verdict.FORWARDED, event_type=EventType.TRACE, event_subtype=5,
-        traffic_direction=TrafficDirection.EGRESS, is_reply=False,
-        destination_service=Service("backend", "shop"))
-    base.update(kw)
-    return Flow(**base)
+#: The flow every case looks at: a forwarded TCP SYN frontend -> backend:8080 on
+#: worker-1.lab, traced from-endpoint (subtype 5), egress, to the backend service. A case
+#: that needs something else changes just that with replace().
+F = flow(source=FRONT, destination=BACK, source_ip="10.0.1.5", destination_ip="10.0.2.7",
+         source_port=41000, node="worker-1.lab", event_type=EventType.TRACE, event_subtype=5,
+         traffic_direction=TrafficDirection.EGRESS, destination_service=Service("backend", "shop"))
 
 
 def matches(fields: dict[str, Any], f: Flow) -> bool:
@@ -52,124 +50,126 @@ def matches(fields: dict[str, Any], f: Flow) -> bool:
 
 CASES = [
     # pod
-    pytest.param({"source_pod": ["shop/front"]}, flow(), True, id="pod-ns-prefix"),
-    pytest.param({"source_pod": ["shop/back"]}, flow(), False, id="pod-ns-wrong-prefix"),
-    pytest.param({"source_pod": ["other/front"]}, flow(), False, id="pod-wrong-ns"),
-    pytest.param({"source_pod": ["shop/"]}, flow(), True, id="pod-whole-namespace"),
-    pytest.param({"source_pod": ["front"]}, flow(), True, id="pod-bare-prefix-any-ns"),
-    pytest.param({"source_pod": ["front"]}, flow(source=DNS), False, id="pod-bare-no-match"),
-    pytest.param({"destination_pod": ["shop/backend"]}, flow(), True, id="pod-destination"),
-    pytest.param({"source_pod": ["kube-system/", "shop/front"]}, flow(), True,
+    pytest.param({"source_pod": ["shop/front"]}, F, True, id="pod-ns-prefix"),
+    pytest.param({"source_pod": ["shop/back"]}, F, False, id="pod-ns-wrong-prefix"),
+    pytest.param({"source_pod": ["other/front"]}, F, False, id="pod-wrong-ns"),
+    pytest.param({"source_pod": ["shop/"]}, F, True, id="pod-whole-namespace"),
+    pytest.param({"source_pod": ["front"]}, F, True, id="pod-bare-prefix-any-ns"),
+    pytest.param({"source_pod": ["front"]}, replace(F, source=DNS), False, id="pod-bare-no-match"),
+    pytest.param({"destination_pod": ["shop/backend"]}, F, True, id="pod-destination"),
+    pytest.param({"source_pod": ["kube-system/", "shop/front"]}, F, True,
                  id="pod-values-or"),
-    pytest.param({"source_pod": ["shop/"]}, flow(source=WORLD), False, id="pod-world-never"),
+    pytest.param({"source_pod": ["shop/"]}, replace(F, source=WORLD), False, id="pod-world-never"),
     # service
-    pytest.param({"destination_service": ["shop/back"]}, flow(), True, id="service-prefix"),
-    pytest.param({"destination_service": ["back"]}, flow(), True, id="service-any-ns"),
-    pytest.param({"destination_service": ["other/"]}, flow(), False, id="service-wrong-ns"),
-    pytest.param({"source_service": ["shop/"]}, flow(), False, id="service-none-on-flow"),
+    pytest.param({"destination_service": ["shop/back"]}, F, True, id="service-prefix"),
+    pytest.param({"destination_service": ["back"]}, F, True, id="service-any-ns"),
+    pytest.param({"destination_service": ["other/"]}, F, False, id="service-wrong-ns"),
+    pytest.param({"source_service": ["shop/"]}, F, False, id="service-none-on-flow"),
     # workload
-    pytest.param({"source_workload": ["frontend"]}, flow(), True, id="workload-name"),
-    pytest.param({"source_workload": ["deployment/frontend"]}, flow(), True,
+    pytest.param({"source_workload": ["frontend"]}, F, True, id="workload-name"),
+    pytest.param({"source_workload": ["deployment/frontend"]}, F, True,
                  id="workload-kind-any-case"),
-    pytest.param({"source_workload": ["StatefulSet/frontend"]}, flow(), False,
+    pytest.param({"source_workload": ["StatefulSet/frontend"]}, F, False,
                  id="workload-wrong-kind"),
-    pytest.param({"destination_workload": ["StatefulSet/"]}, flow(), True,
+    pytest.param({"destination_workload": ["StatefulSet/"]}, F, True,
                  id="workload-kind-only"),
-    pytest.param({"destination_workload": [{"name": "backend"}]}, flow(), True,
+    pytest.param({"destination_workload": [{"name": "backend"}]}, F, True,
                  id="workload-json-form"),
     # label
-    pytest.param({"source_label": ["app=frontend"]}, flow(), True, id="label-any-source"),
-    pytest.param({"source_label": ["k8s:app=frontend"]}, flow(), True, id="label-k8s-source"),
-    pytest.param({"source_label": ["container:app=frontend"]}, flow(), False,
+    pytest.param({"source_label": ["app=frontend"]}, F, True, id="label-any-source"),
+    pytest.param({"source_label": ["k8s:app=frontend"]}, F, True, id="label-k8s-source"),
+    pytest.param({"source_label": ["container:app=frontend"]}, F, False,
                  id="label-other-source"),
-    pytest.param({"source_label": ["app=backend"]}, flow(), False, id="label-wrong-value"),
-    pytest.param({"source_label": ["app=backend", "tier=web"]}, flow(), True,
+    pytest.param({"source_label": ["app=backend"]}, F, False, id="label-wrong-value"),
+    pytest.param({"source_label": ["app=backend", "tier=web"]}, F, True,
                  id="label-selectors-or"),
-    pytest.param({"source_label": ["app=frontend,tier!=web"]}, flow(), False,
+    pytest.param({"source_label": ["app=frontend,tier!=web"]}, F, False,
                  id="label-comma-is-and"),
-    pytest.param({"destination_label": ["reserved:world"]}, flow(destination=WORLD), True,
+    pytest.param({"destination_label": ["reserved:world"]}, replace(F, destination=WORLD), True,
                  id="label-reserved-exists"),
     # identity
-    pytest.param({"source_identity": [4242]}, flow(), True, id="identity-number"),
-    pytest.param({"source_identity": ["4242"]}, flow(), True, id="identity-string"),
-    pytest.param({"destination_identity": ["world"]}, flow(destination=WORLD), True,
+    pytest.param({"source_identity": [4242]}, F, True, id="identity-number"),
+    pytest.param({"source_identity": ["4242"]}, F, True, id="identity-string"),
+    pytest.param({"destination_identity": ["world"]}, replace(F, destination=WORLD), True,
                  id="identity-world"),
-    pytest.param({"destination_identity": ["host"]}, flow(destination=WORLD), False,
+    pytest.param({"destination_identity": ["host"]}, replace(F, destination=WORLD), False,
                  id="identity-host-no"),
     # ip
-    pytest.param({"source_ip": ["10.0.1.5"]}, flow(), True, id="ip-exact"),
-    pytest.param({"source_ip": ["10.0.1.6"]}, flow(), False, id="ip-exact-no"),
-    pytest.param({"source_ip": ["10.0.0.0/16"]}, flow(), True, id="ip-cidr"),
-    pytest.param({"destination_ip": ["10.0.1.0/24"]}, flow(), False, id="ip-cidr-no"),
+    pytest.param({"source_ip": ["10.0.1.5"]}, F, True, id="ip-exact"),
+    pytest.param({"source_ip": ["10.0.1.6"]}, F, False, id="ip-exact-no"),
+    pytest.param({"source_ip": ["10.0.0.0/16"]}, F, True, id="ip-cidr"),
+    pytest.param({"destination_ip": ["10.0.1.0/24"]}, F, False, id="ip-cidr-no"),
     pytest.param({"source_ip": ["fd00::/64"]},
-                 flow(source_ip="fd00::5", ip_version=6), True, id="ip-v6-cidr"),
+                 replace(F, source_ip="fd00::5", ip_version=6), True, id="ip-v6-cidr"),
     pytest.param({"source_ip": ["10.0.0.0/8"]},
-                 flow(source_ip="fd00::5", ip_version=6), False, id="ip-v4-net-v6-addr"),
-    pytest.param({"source_ip": ["10.0.0.0/8"]}, flow(source_ip=""), False, id="ip-empty-flow"),
+                 replace(F, source_ip="fd00::5", ip_version=6), False, id="ip-v4-net-v6-addr"),
+    pytest.param({"source_ip": ["10.0.0.0/8"]}, replace(F, source_ip=""), False,
+                 id="ip-empty-flow"),
     # port
-    pytest.param({"destination_port": [8080]}, flow(), True, id="port-dst"),
-    pytest.param({"source_port": ["8080"]}, flow(), False, id="port-src-no"),
-    pytest.param({"destination_port": [53, 8080]}, flow(), True, id="port-or"),
-    pytest.param({"destination_port": [0]}, flow(protocol=Protocol.ICMP, destination_port=0),
+    pytest.param({"destination_port": [8080]}, F, True, id="port-dst"),
+    pytest.param({"source_port": ["8080"]}, F, False, id="port-src-no"),
+    pytest.param({"destination_port": [53, 8080]}, F, True, id="port-or"),
+    pytest.param({"destination_port": [0]}, replace(F, protocol=Protocol.ICMP, destination_port=0),
                  False, id="port-never-icmp"),
     pytest.param({"destination_port": [53]},
-                 flow(protocol=Protocol.UDP, destination_port=53), True, id="port-udp"),
+                 replace(F, protocol=Protocol.UDP, destination_port=53), True, id="port-udp"),
     # protocol
-    pytest.param({"protocol": ["TCP"]}, flow(), True, id="proto-tcp-any-case"),
-    pytest.param({"protocol": ["udp"]}, flow(), False, id="proto-udp-no"),
-    pytest.param({"protocol": ["icmp"]}, flow(protocol=Protocol.ICMPV6), True,
+    pytest.param({"protocol": ["TCP"]}, F, True, id="proto-tcp-any-case"),
+    pytest.param({"protocol": ["udp"]}, F, False, id="proto-udp-no"),
+    pytest.param({"protocol": ["icmp"]}, replace(F, protocol=Protocol.ICMPV6), True,
                  id="proto-icmp-is-both"),
-    pytest.param({"protocol": ["icmpv4"]}, flow(protocol=Protocol.ICMPV6), False,
+    pytest.param({"protocol": ["icmpv4"]}, replace(F, protocol=Protocol.ICMPV6), False,
                  id="proto-icmpv4-not-v6"),
-    pytest.param({"protocol": ["sctp", "udp"]}, flow(protocol=Protocol.SCTP), True,
+    pytest.param({"protocol": ["sctp", "udp"]}, replace(F, protocol=Protocol.SCTP), True,
                  id="proto-or"),
     # verdict, drop reason, direction
-    pytest.param({"verdict": ["dropped"]}, flow(verdict=Verdict.DROPPED), True,
+    pytest.param({"verdict": ["dropped"]}, replace(F, verdict=Verdict.DROPPED), True,
                  id="verdict-any-case"),
-    pytest.param({"verdict": ["DROPPED"]}, flow(), False, id="verdict-no"),
-    pytest.param({"verdict": [2]}, flow(verdict=Verdict.DROPPED), True, id="verdict-number"),
+    pytest.param({"verdict": ["DROPPED"]}, F, False, id="verdict-no"),
+    pytest.param({"verdict": [2]}, replace(F, verdict=Verdict.DROPPED), True, id="verdict-number"),
     pytest.param({"drop_reason_desc": ["POLICY_DENIED"]},
-                 flow(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), True,
+                 replace(F, verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), True,
                  id="drop-reason"),
     pytest.param({"drop_reason_desc": ["policy_deny"]},
-                 flow(verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), False,
+                 replace(F, verdict=Verdict.DROPPED, drop_reason=DropReason.POLICY_DENIED), False,
                  id="drop-reason-other"),
-    pytest.param({"traffic_direction": ["egress"]}, flow(), True, id="direction-egress"),
-    pytest.param({"traffic_direction": ["INGRESS"]}, flow(), False, id="direction-no"),
+    pytest.param({"traffic_direction": ["egress"]}, F, True, id="direction-egress"),
+    pytest.param({"traffic_direction": ["INGRESS"]}, F, False, id="direction-no"),
     # event type
-    pytest.param({"event_type": ["trace"]}, flow(), True, id="type-trace"),
-    pytest.param({"event_type": ["trace:from-endpoint"]}, flow(), True, id="type-trace-sub"),
-    pytest.param({"event_type": ["trace:to-endpoint"]}, flow(), False, id="type-trace-sub-no"),
-    pytest.param({"event_type": ["trace:5"]}, flow(), True, id="type-trace-numeric-sub"),
-    pytest.param({"event_type": ["drop"]}, flow(), False, id="type-drop-no"),
+    pytest.param({"event_type": ["trace"]}, F, True, id="type-trace"),
+    pytest.param({"event_type": ["trace:from-endpoint"]}, F, True, id="type-trace-sub"),
+    pytest.param({"event_type": ["trace:to-endpoint"]}, F, False, id="type-trace-sub-no"),
+    pytest.param({"event_type": ["trace:5"]}, F, True, id="type-trace-numeric-sub"),
+    pytest.param({"event_type": ["drop"]}, F, False, id="type-drop-no"),
     pytest.param({"event_type": ["drop:133"]},
-                 flow(event_type=EventType.DROP, event_subtype=133), True, id="type-drop-sub"),
+                 replace(F, event_type=EventType.DROP, event_subtype=133), True,
+                 id="type-drop-sub"),
     pytest.param({"event_type": [{"type": 4, "match_sub_type": True}]},
-                 flow(event_subtype=0), True, id="type-json-sub-zero"),
+                 replace(F, event_subtype=0), True, id="type-json-sub-zero"),
     pytest.param({"event_type": ["policy-verdict"]},
-                 flow(event_type=EventType.POLICY_VERDICT), True, id="type-policy-verdict"),
+                 replace(F, event_type=EventType.POLICY_VERDICT), True, id="type-policy-verdict"),
     # tcp flags
-    pytest.param({"tcp_flags": ["SYN"]}, flow(), True, id="flags-syn"),
-    pytest.param({"tcp_flags": ["SYN,ACK"]}, flow(), False, id="flags-all-must-be-set"),
-    pytest.param({"tcp_flags": ["syn,ack"]}, flow(tcp_flags=SYN | ACK), True,
+    pytest.param({"tcp_flags": ["SYN"]}, F, True, id="flags-syn"),
+    pytest.param({"tcp_flags": ["SYN,ACK"]}, F, False, id="flags-all-must-be-set"),
+    pytest.param({"tcp_flags": ["syn,ack"]}, replace(F, tcp_flags=SYN | ACK), True,
                  id="flags-all-set"),
-    pytest.param({"tcp_flags": ["FIN", "SYN,ACK"]}, flow(tcp_flags=FIN | ACK), True,
+    pytest.param({"tcp_flags": ["FIN", "SYN,ACK"]}, replace(F, tcp_flags=FIN | ACK), True,
                  id="flags-values-or"),
-    pytest.param({"tcp_flags": ["SYN"]}, flow(protocol=Protocol.UDP), False,
+    pytest.param({"tcp_flags": ["SYN"]}, replace(F, protocol=Protocol.UDP), False,
                  id="flags-never-udp"),
     # reply
-    pytest.param({"reply": [False]}, flow(), True, id="reply-false"),
-    pytest.param({"reply": ["true"]}, flow(), False, id="reply-true-no"),
-    pytest.param({"reply": [True, False]}, flow(is_reply=None), False, id="reply-unknown"),
+    pytest.param({"reply": [False]}, F, True, id="reply-false"),
+    pytest.param({"reply": ["true"]}, F, False, id="reply-true-no"),
+    pytest.param({"reply": [True, False]}, replace(F, is_reply=None), False, id="reply-unknown"),
     # node
-    pytest.param({"node_name": ["*.lab"]}, flow(), True, id="node-glob"),
-    pytest.param({"node_name": ["worker-?.lab"]}, flow(), True, id="node-glob-char"),
-    pytest.param({"node_name": ["worker-1"]}, flow(), False, id="node-exact-no"),
-    pytest.param({"node_name": ["default/worker-*"]}, flow(), True, id="node-default-cluster"),
-    pytest.param({"node_name": ["prod/*"]}, flow(), False, id="node-other-cluster"),
-    pytest.param({"node_name": ["prod/*"]}, flow(node_name="prod/n1"), True,
+    pytest.param({"node_name": ["*.lab"]}, F, True, id="node-glob"),
+    pytest.param({"node_name": ["worker-?.lab"]}, F, True, id="node-glob-char"),
+    pytest.param({"node_name": ["worker-1"]}, F, False, id="node-exact-no"),
+    pytest.param({"node_name": ["default/worker-*"]}, F, True, id="node-default-cluster"),
+    pytest.param({"node_name": ["prod/*"]}, F, False, id="node-other-cluster"),
+    pytest.param({"node_name": ["prod/*"]}, replace(F, node_name="prod/n1"), True,
                  id="node-cluster-form"),
-    pytest.param({"node_name": ["*"]}, flow(node_name=""), False, id="node-unknown-never"),
+    pytest.param({"node_name": ["*"]}, replace(F, node_name=""), False, id="node-unknown-never"),
 ]
 
 
@@ -309,4 +309,4 @@ def test_duplicate_values_collapse() -> None:
 
 def test_junk_flow_values_do_not_crash() -> None:
     fs = FilterSet(allow=(FlowFilter(source_ip=("10.0.0.0/8",), node_name=("*",)),))
-    assert fs.matches(flow(source_ip="not-an-ip")) is False
+    assert fs.matches(replace(F, source_ip="not-an-ip")) is False

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_support import T0, clear, flows, open_store, store_params
+from support.store import T0, any_flows, clear, open_store, store_params
 
 from spyglass.collector.filters import FIELDS, FilterError, FilterSet, FlowFilter
 from spyglass.collector.filters.sql import glob_regex
@@ -77,7 +77,7 @@ def _selected(store: FlowStore, fs: FilterSet) -> set[str]:
 
 @settings(max_examples=50, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(fl=st.lists(flows(), min_size=1, max_size=40, unique_by=lambda f: f.uuid),
+@given(fl=st.lists(any_flows(), min_size=1, max_size=40, unique_by=lambda f: f.uuid),
        filter_sets=st.lists(FILTER_SETS, min_size=1, max_size=4))
 def test_sql_selects_what_the_predicate_selects(store: FlowStore, fl: list[Flow],
                                                 filter_sets: list[FilterSet]) -> None:

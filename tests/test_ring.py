@@ -5,18 +5,20 @@ from __future__ import annotations
 import threading
 
 import pytest
+from support import flow
 
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, Flow, LostEvent
 
 
-def flow(i: int) -> Flow:
-    return Flow(time_ns=i, source_port=i)
+def number(f: Flow) -> int:
+    """Which `flow(i)` this is (its uuid is u{i:06d})."""
+    return int(f.uuid[1:])
 
 
-def ports(events: list[Event]) -> list[int]:
-    return [e.source_port for e in events if isinstance(e, Flow)]
+def numbers(events: list[Event]) -> list[int]:
+    return [number(e) for e in events if isinstance(e, Flow)]
 
 
 @pytest.mark.parametrize("capacity", [
@@ -53,7 +55,7 @@ def test_overwrite_keeps_the_newest() -> None:
     for i in range(20):
         ring.write(flow(i))
     assert (len(ring), ring.seen, ring.head, ring.oldest) == (7, 20, 20, 13)
-    assert ports(ring.last(100)) == list(range(13, 20))
+    assert numbers(ring.last(100)) == list(range(13, 20))
 
 
 @pytest.mark.parametrize(("sizes", "want"), [
@@ -69,7 +71,7 @@ def test_write_many(sizes: list[int], want: list[int]) -> None:
         ring.write_many([flow(i) for i in range(n, n + size)])
         n += size
     assert ring.seen == n
-    assert ports(ring.last(100)) == want
+    assert numbers(ring.last(100)) == want
 
 
 def test_reader_in_step_gets_everything_in_order() -> None:
@@ -81,7 +83,7 @@ def test_reader_in_step_gets_everything_in_order() -> None:
         if i % 5 == 4:
             evs, seq = ring.read_since(seq, 100)
             got += evs
-    assert ports(got) == list(range(40))
+    assert numbers(got) == list(range(40))
     assert not any(isinstance(e, LostEvent) for e in got)
 
 
@@ -89,14 +91,14 @@ def test_reader_that_falls_behind_is_told_exactly_how_much_it_lost() -> None:
     ring = FlowRing(7)
     ring.write_many([flow(i) for i in range(3)])
     evs, seq = ring.read_since(0)
-    assert ports(evs) == [0, 1, 2] and seq == 3
+    assert numbers(evs) == [0, 1, 2] and seq == 3
     ring.write_many([flow(i) for i in range(3, 20)])  # 17 more; 7 are held (13..19)
     evs, seq = ring.read_since(seq)
     lost = evs[0]
     assert isinstance(lost, LostEvent)
     assert lost.source == LostEventSource.HUBBLE_RING_BUFFER
     assert lost.num_events_lost == 10  # 3..12
-    assert ports(evs[1:]) == list(range(13, 20))
+    assert numbers(evs[1:]) == list(range(13, 20))
     assert seq == 20
 
 
@@ -104,9 +106,9 @@ def test_read_since_respects_max_n() -> None:
     ring = FlowRing(15)
     ring.write_many([flow(i) for i in range(10)])
     evs, seq = ring.read_since(0, max_n=4)
-    assert ports(evs) == [0, 1, 2, 3] and seq == 4
+    assert numbers(evs) == [0, 1, 2, 3] and seq == 4
     evs, seq = ring.read_since(seq, max_n=100)
-    assert ports(evs) == list(range(4, 10)) and seq == 10
+    assert numbers(evs) == list(range(4, 10)) and seq == 10
     assert ring.read_since(seq) == ([], 10)
 
 
@@ -125,23 +127,23 @@ def test_read_since_rejects_bad_arguments(seq: int, max_n: int, match: str) -> N
 @pytest.mark.parametrize(("n", "predicate", "want"), [
     pytest.param(3, None, [17, 18, 19], id="newest-three"),
     pytest.param(0, None, [], id="none"),
-    pytest.param(3, lambda e: isinstance(e, Flow) and e.source_port % 2 == 0, [14, 16, 18],
+    pytest.param(3, lambda e: isinstance(e, Flow) and number(e) % 2 == 0, [14, 16, 18],
                  id="even-only"),
-    pytest.param(100, lambda e: isinstance(e, Flow) and e.source_port % 5 == 0, [5, 10, 15],
+    pytest.param(100, lambda e: isinstance(e, Flow) and number(e) % 5 == 0, [5, 10, 15],
                  id="fewer-than-asked"),
     pytest.param(5, lambda e: False, [], id="nothing-matches"),
 ])
 def test_last(n: int, predicate: object, want: list[int]) -> None:
     ring = FlowRing(15)  # holds 5..19
     ring.write_many([flow(i) for i in range(20)])
-    assert ports(ring.last(n, predicate)) == want
+    assert numbers(ring.last(n, predicate)) == want
 
 
 def test_last_scans_past_one_chunk() -> None:
     ring = FlowRing(16383)
     ring.write_many([flow(i) for i in range(10000)])
-    got = ring.last(2, lambda e: isinstance(e, Flow) and e.source_port < 3)
-    assert ports(got) == [1, 2]
+    got = ring.last(2, lambda e: isinstance(e, Flow) and number(e) < 3)
+    assert numbers(got) == [1, 2]
 
 
 def test_concurrent_reader_never_sees_a_silent_gap() -> None:
@@ -166,8 +168,8 @@ def test_concurrent_reader_never_sees_a_silent_gap() -> None:
             if isinstance(e, LostEvent):
                 lost += e.num_events_lost
             else:
-                assert not seen or e.source_port > seen[-1]
-                seen.append(e.source_port)
+                assert not seen or number(e) > seen[-1]
+                seen.append(number(e))
     t.join()
     assert len(seen) + lost == total
     assert seen[-1] == total - 1

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_support import T0, clear, flows, open_store, store_params
+from support.store import T0, any_flows, clear, open_store, store_params
 
 from spyglass.collector.filters import FilterSet
 from spyglass.model.flow import Flow
@@ -23,7 +23,7 @@ def store(request: pytest.FixtureRequest,
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(flows(), max_size=5))
+@given(st.lists(any_flows(), max_size=5))
 def test_arrow_round_trip_in_memory(fs: list[Flow]) -> None:
     table = flows_to_arrow(fs)
     assert table.schema == FLOW_SCHEMA
@@ -32,7 +32,7 @@ def test_arrow_round_trip_in_memory(fs: list[Flow]) -> None:
 
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fs=st.lists(flows(), min_size=1, max_size=40, unique_by=lambda f: f.uuid))
+@given(fs=st.lists(any_flows(), min_size=1, max_size=40, unique_by=lambda f: f.uuid))
 def test_round_trip_through_the_store(store: FlowStore, fs: list[Flow]) -> None:
     clear(store)
     assert store.insert_arrow(flows_to_arrow(fs)) == len(fs)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 
-from spyglass.model.enums import DropReason
+from spyglass.model.enums import DropReason, LostEventSource
+from spyglass.model.flow import LostEvent
 from spyglass.storage import SCHEMA_VERSION, FlowStore, StoreError, ddl
-from spyglass.storage.schema import FLOW_COLUMNS, as_int8, enum8
+from spyglass.storage.schema import FLOW_COLUMNS, as_int8, enum8, migrations
 
 
 def _columns(statement: str) -> list[str]:
@@ -63,17 +65,48 @@ def test_bad_dsns(dsn: str, why: str) -> None:
         FlowStore.open(dsn)
 
 
+def test_migrations_are_numbered_in_order_up_to_the_schema_version() -> None:
+    steps = migrations("spyglass", 7)
+    assert [m.version for m in steps] == list(range(1, SCHEMA_VERSION + 1))
+    assert all(m.statements and m.description for m in steps)
+
+
 def test_open_creates_migrates_and_keeps_its_version(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "store"
+    recorded = "SELECT version, description FROM schema_version ORDER BY version"
+    every_step = [(m.version, m.description) for m in migrations("spyglass", 7)]
     with FlowStore.open(f"chdb://{path}", retention_days=7) as s:
         assert path.is_dir()
-        versions = s._client.query("SELECT version FROM schema_version").result_rows
-        assert versions == [(SCHEMA_VERSION,)]
+        # A fresh store runs every migration, oldest first, and records each one.
+        assert s._client.query(recorded).result_rows == every_step
+        assert every_step[-1][0] == SCHEMA_VERSION
     with FlowStore.open(f"chdb://{path}", retention_days=3) as s:  # reopen: no new version row
-        assert s._client.query("SELECT count() FROM schema_version").result_rows == [(1,)]
+        assert s._client.query(recorded).result_rows == every_step
         engine = s._client.query("SELECT engine_full FROM system.tables WHERE database = "
                                  "'spyglass' AND name = 'flows'").result_rows[0][0]
         assert "3" in re.search(r"TTL[^S]*", engine).group(0)  # type: ignore[union-attr]
         s._client.command("INSERT INTO schema_version (version, description) VALUES (99, 'x')")
     with pytest.raises(StoreError, match="upgrade Spyglass"):
         FlowStore.open(f"chdb://{path}")
+
+
+def test_a_version_1_store_is_brought_to_the_schema_version(tmp_path: Path) -> None:
+    dsn = f"chdb://{tmp_path / 'v1'}"
+    recorded = "SELECT version FROM schema_version ORDER BY version"
+    source_type = ("SELECT type FROM system.columns WHERE database = 'spyglass' AND "
+                   "table = 'lost_events' AND name = 'source'")
+    with FlowStore.open(dsn) as s:  # made the store an earlier Spyglass left: version 1 only
+        v1 = enum8(LostEventSource).replace(", 'AGENT_RESTART' = 102", "")
+        s._client.command(f"ALTER TABLE spyglass.lost_events MODIFY COLUMN source {v1}")
+        s._client.command("ALTER TABLE spyglass.schema_version DELETE WHERE version > 1 "
+                          "SETTINGS mutations_sync = 1")
+        assert s._client.query(recorded).result_rows == [(1,)]
+        assert "AGENT_RESTART" not in s._client.query(source_type).result_rows[0][0]
+    with FlowStore.open(dsn) as s:
+        assert s._client.query(recorded).result_rows == [
+            (v,) for v in range(1, SCHEMA_VERSION + 1)]
+        assert "'AGENT_RESTART' = 102" in s._client.query(source_type).result_rows[0][0]
+        s.insert_lost([LostEvent(time_ns=time.time_ns(), source=LostEventSource.AGENT_RESTART,
+                                 num_events_lost=3)])
+        assert s._client.query("SELECT source, num_events_lost FROM lost_events"
+                               ).result_rows == [("AGENT_RESTART", 3)]

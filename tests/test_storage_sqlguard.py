@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storage_support import T0
+from support.store import T0
 
 from spyglass.model.enums import DropReason, LostEventSource, Verdict
 from spyglass.model.flow import Endpoint, Flow, LostEvent, PolicyRef

@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from storage_support import T0, clear, open_store, store_params
+from support.store import T0, clear, open_store, store_params
 
 from spyglass.collector.filters import FilterSet, build_from_flags
 from spyglass.model.enums import DropReason, LostEventSource, TrafficDirection, Verdict

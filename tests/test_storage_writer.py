@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
-from storage_support import T0, clear, open_store
+from support.store import T0, clear, open_store
 
 from spyglass.collector.filters import FilterSet
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Flow
-from spyglass.storage import FlowStore, StoreWriter, flows_to_arrow
+from spyglass.storage import FlowStore, StoreWriter, WriterStats, flows_to_arrow
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def test_flushes_by_size(empty: FlowStore) -> None:
         w.submit(rows(0, 60))
         w.submit(rows(60, 60))
         # Past flush_rows a flush of at most flush_rows goes out; the rest waits its turn.
-        wait_for(lambda: w.stats()["written"] == 60)
-        assert w.stats()["queued_rows"] == 60
+        wait_for(lambda: w.stats().written == 60)
+        assert w.stats().queued_rows == 60
         assert stored(empty) == [f"w{i:07d}" for i in range(60)]
     finally:
         w.close()
@@ -61,12 +61,12 @@ def test_flushes_by_size(empty: FlowStore) -> None:
 def test_flushes_by_time_and_at_close(empty: FlowStore) -> None:
     w = StoreWriter(empty, flush_rows=10_000, flush_interval_s=0.2)
     w.submit(rows(0, 5))
-    wait_for(lambda: w.stats()["written"] == 5)
+    wait_for(lambda: w.stats().written == 5)
     w2 = StoreWriter(empty, flush_rows=10_000, flush_interval_s=60)
     w2.submit(rows(5, 7))
     w2.close()
     w.close()
-    assert w2.stats()["written"] == 7 and w2.stats()["queued_rows"] == 0
+    assert w2.stats().written == 7 and w2.stats().queued_rows == 0
     assert len(stored(empty)) == 12
 
 
@@ -104,13 +104,14 @@ def test_store_down_then_back_loses_nothing_inside_the_bound(empty: FlowStore) -
     try:
         for k in range(10):
             w.submit(rows(k * 50, 50))
-        wait_for(lambda: w.stats()["retries"] >= 2)
+        wait_for(lambda: w.stats().retries >= 2)
         s = w.stats()
-        assert s["store_up"] is False and "refused" in s["last_error"]
-        assert s["queued_rows"] == 500 and s["lag_s"] > 0
+        assert s.store_up is False and "refused" in s.last_error
+        assert s.queued_rows == 500 and s.lag_s > 0
+        assert w.pending_rows() == 500  # the cheap count agrees with the snapshot
         f.down = False
-        wait_for(lambda: w.stats()["written"] == 500)
-        assert w.stats()["lost"] == 0 and w.stats()["store_up"] is True
+        wait_for(lambda: w.stats().written == 500)
+        assert w.stats().lost == 0 and w.stats().store_up is True
         assert w.lost_events() == []
         assert stored(empty) == [f"w{i:07d}" for i in range(500)]
     finally:
@@ -123,13 +124,13 @@ def test_past_the_bound_the_oldest_are_dropped_and_counted(empty: FlowStore) -> 
     try:
         for k in range(10):
             w.submit(rows(k * 100, 100))
-        assert w.stats()["queued_rows"] == 300
-        assert w.stats()["lost"] == 700
+        assert w.stats().queued_rows == 300
+        assert w.stats().lost == 700
         lost = w.lost_events()
         assert [(e.source, e.num_events_lost) for e in lost] == [(LostEventSource.STORE, 700)]
         assert w.lost_events() == []  # told once
         f.down = False
-        wait_for(lambda: w.stats()["written"] == 300)
+        wait_for(lambda: w.stats().written == 300)
         assert stored(empty) == [f"w{i:07d}" for i in range(700, 1000)]  # the newest survive
     finally:
         w.close()
@@ -139,7 +140,9 @@ def test_close_with_the_store_down_counts_what_it_gives_up(empty: FlowStore) -> 
     w = StoreWriter(FlakyFactory(empty), max_rows=1000, flush_rows=10, flush_interval_s=0.05)
     w.submit(rows(0, 40))
     w.close(timeout=0.5)
-    assert w.stats()["lost"] == 40 and w.stats()["queued_rows"] == 0
+    assert w.stats() == WriterStats(queued_rows=0, lag_s=0.0, written=0, lost=40,
+                                    retries=w.retries, last_error=w.last_error, store_up=False)
+    assert w.pending_rows() == 0 and w.retries >= 1 and "refused" in w.last_error
     assert w.lost_events()[0].num_events_lost == 40
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 
 
@@ -10,5 +11,8 @@ def static_dir() -> str:
 
     Resolved through the package so that it works from a checkout (editable
     install) and from an installed wheel alike (`static/**/*` is package data).
+    A strict editable install links each file from a build tree, and StaticFiles
+    refuses links that leave its directory: the real folder is returned.
     """
-    return str(resources.files("spyglass.ui").joinpath("static"))
+    index = resources.files("spyglass.ui").joinpath("static", "index.html")
+    return os.path.dirname(os.path.realpath(str(index)))

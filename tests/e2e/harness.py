@@ -114,21 +114,71 @@ class Up:
             time.sleep(0.3)
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` still runs. A zombie does not: it holds nothing, and its parent (the
+    host's init, for the lab's orphaned workloads) reaps it when it gets to it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def _ours_left(up: Up, links: list[str], pids: list[int]) -> list[str]:
+    """Everything of this run still on the host: by the names and PIDs it was given."""
     left = []
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
     left += [f"netns {n}" for n in netns if n.startswith(up.prefix + "-")]
     left += [f"link {n}" for n in links if os.path.exists(f"/sys/class/net/{n}")]
     if os.path.exists(up.pin_dir):
         left.append(f"pins {up.pin_dir}: {os.listdir(up.pin_dir)}")
-    left += [f"process {pid}" for pid in pids if os.path.exists(f"/proc/{pid}")]
+    left += [f"process {pid}" for pid in pids if _running(pid)]
     if os.path.exists(os.path.join(up.state_dir, "lab.json")):
         left.append("state file")
     if os.path.exists(os.path.join(up.state_dir, "lab")):
         left.append("pod logs")
     if os.path.exists(os.path.join(up.state_dir, "token")):
         left.append("the local credential")
+    for record in ("agent.json", "policies.json", "perf-rings.sock", "lab.lock"):
+        if os.path.exists(os.path.join(up.state_dir, record)):
+            left.append(f"{record} in the state dir")
     return left
+
+
+def _recorded_pids(up: Up) -> tuple[list[str], list[int]]:
+    """The links and processes this run's records name: pods' processes, the agent and
+    the ring keeper (read before anything is stopped, since stopping removes them)."""
+    state: dict[str, Any] = {}
+    state_file = os.path.join(up.state_dir, "lab.json")
+    if os.path.exists(state_file):
+        with open(state_file) as f:
+            state = json.load(f)
+    links = [p["host_ifname"] for p in state.get("pods", ())]
+    pids = [pr["pid"] for p in state.get("pods", ()) for pr in p.get("processes", ())]
+    agent_file = os.path.join(up.state_dir, "agent.json")
+    if os.path.exists(agent_file):
+        with open(agent_file) as f:
+            record = json.load(f)
+        pids += [int(record.get("pid", 0)), int(record.get("keeper_pid", 0))]
+    return links, [p for p in pids if p]
+
+
+def wait_serving(up: Up, timeout: float, what: str) -> float:
+    """Poll the API until it answers 200; returns the seconds it took. Fails the test with
+    `what`'s log if the process exits first or the time runs out."""
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + timeout:
+        if up.proc.poll() is not None:
+            log = up.log.read_text() if up.log.exists() else ""
+            pytest.fail(f"{what} exited with {up.proc.returncode}:\n{log}")
+        try:
+            if httpx.get(up.url + "/api/v1/status", timeout=1).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    log = up.log.read_text() if up.log.exists() else ""
+    pytest.fail(f"{what} did not serve the API within {timeout:g} s:\n{log}")
 
 
 def pod_cidr(name: str) -> str:
@@ -156,30 +206,18 @@ def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
              "--store", store or f"chdb://{tmp / 'store'}",
              *[a for ns in audit_namespaces for a in ("--policy-audit-namespace", ns)]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if up.proc.poll() is not None:
-            pytest.fail(f"spyglass up exited with {up.proc.returncode}:\n{up.log.read_text()}")
-        try:
-            if httpx.get(up.url + "/api/v1/status", timeout=1).status_code == 200:
-                up.ready_after_s = time.monotonic() - up.started
-                return up
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_up(up)
-    pytest.fail(f"spyglass up did not serve the API within 90 s:\n{up.log.read_text()}")
+    try:
+        up.ready_after_s = wait_serving(up, 90, "spyglass up")
+    finally:
+        if not up.ready_after_s and up.proc.poll() is None:
+            up.proc.send_signal(signal.SIGINT)  # it hangs: end it (the failure says why)
+            up.proc.wait(timeout=30)
+    return up
 
 
 def stop_up(up: Up) -> None:
     """Ctrl-C, then check nothing of ours is left; clean up by name if it is."""
-    state = {}
-    state_file = os.path.join(up.state_dir, "lab.json")
-    if os.path.exists(state_file):
-        with open(state_file) as f:
-            state = json.load(f)
-    links = [p["host_ifname"] for p in state.get("pods", ())]
-    pids = [pr["pid"] for p in state.get("pods", ()) for pr in p.get("processes", ())]
+    links, pids = _recorded_pids(up)
     pids.append(up.proc.pid)
     if up.proc.poll() is None:
         up.proc.send_signal(signal.SIGINT)
@@ -193,3 +231,65 @@ def stop_up(up: Up) -> None:
         subprocess.run([SPYGLASS, "down", "--state-dir", up.state_dir, "--pin-dir", up.pin_dir,
                         "--link-prefix", up.prefix], check=False)
         pytest.fail(f"`spyglass up` left behind after Ctrl-C: {left}\n{up.log.read_text()}")
+
+
+# -- the split lifecycle: `spyglass lab up`, then agents that come and go -----------------
+
+def lab_up(tmp: Path, name: str, extra: str = "") -> Up:
+    """`spyglass lab up` on the test manifest (it returns once the pods run); no agent yet.
+
+    `Up.proc` is the agent of the moment (`start_agent`), None until one runs.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    manifest = tmp / "manifest.yaml"
+    manifest.write_text(manifest_text(extra))
+    up = Up(proc=None, url=f"http://127.0.0.1:{free_port()}",  # type: ignore[arg-type]
+            state_dir=str(tmp / "state"), pin_dir=f"/sys/fs/bpf/spyglass-{name}-{os.getpid()}",
+            prefix=name, log=tmp / "agent.log", started=time.monotonic())
+    done = subprocess.run(
+        [SPYGLASS, "lab", "up", "--manifest", str(manifest), "--state-dir", up.state_dir,
+         "--prefix", name, "--link-prefix", name, "--pod-cidr", pod_cidr(name)],
+        capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        down(up)
+        pytest.fail(f"spyglass lab up failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return up
+
+
+def start_agent(up: Up, *args: str, store: str | None = None, timeout: float = 60) -> float:
+    """Start `spyglass agent` for the lab and wait until it serves; returns how long it took."""
+    host_port = up.url.removeprefix("http://")
+    with up.log.open("ab") as log:
+        log.write(f"\n=== spyglass agent at {time.time():.3f}\n".encode())
+        log.flush()
+        up.proc = subprocess.Popen(
+            [SPYGLASS, "agent", "--listen", host_port, "--state-dir", up.state_dir,
+             "--pin-dir", up.pin_dir, "--link-prefix", up.prefix, "--node-name", "e2e-node",
+             "--store", store or f"chdb://{Path(up.state_dir).parent / 'store'}", *args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return wait_serving(up, timeout, "spyglass agent")
+
+
+def kill_agent(up: Up) -> None:
+    """SIGKILL the agent: no teardown of any kind runs."""
+    assert up.proc is not None and up.proc.poll() is None, "no agent is running"
+    up.proc.kill()
+    up.proc.wait(timeout=10)
+
+
+def down(up: Up) -> None:
+    """`spyglass down` (stops any agent, the keeper, the lab, the datapath), then check
+    that nothing of this run is left: netns, links, pins, processes, records."""
+    links, pids = _recorded_pids(up)
+    if up.proc is not None:
+        pids.append(up.proc.pid)
+    done = subprocess.run([SPYGLASS, "down", "--state-dir", up.state_dir, "--pin-dir",
+                           up.pin_dir, "--link-prefix", up.prefix],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if up.proc is not None and up.proc.poll() is None:
+        up.proc.wait(timeout=30)
+    left = _ours_left(up, links, pids)
+    if done.returncode != 0 or left:
+        log = up.log.read_text() if up.log.exists() else ""
+        pytest.fail(f"`spyglass down` ({done.returncode}) left behind: {left}\n"
+                    f"{done.stdout}{done.stderr}\n{log}")

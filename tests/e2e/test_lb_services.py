@@ -46,7 +46,7 @@ def client(up: Up, *args: str) -> dict[str, Any]:
 
 
 def services(up: Up) -> dict[str, dict[str, Any]]:
-    out = up.cli("service", "ls", "--server", up.url, "-o", "json")
+    out = up.cli("service", "ls", "--state-dir", up.state_dir, "-o", "json")
     assert out.returncode == 0, out.stderr
     return {f"{s['namespace']}/{s['name']}": s for s in json.loads(out.stdout)}
 
@@ -84,7 +84,7 @@ def test_backends_follow_lab_add_and_scale(svc: Up, tmp_path: Path) -> None:
         spec:
           containers: [{{name: echo, command: ["{PY}", "{HERE / 'echo_server.py'}"]}}]
         """))
-    added = svc.cli("lab", "add", "--server", svc.url, "-f", str(pod))
+    added = svc.cli("lab", "add", "--state-dir", svc.state_dir, "-f", str(pod))
     assert added.returncode == 0, added.stderr
     assert "added e2e-a/server-2" in added.stdout
     pods = svc.pods()
@@ -92,7 +92,8 @@ def test_backends_follow_lab_add_and_scale(svc: Up, tmp_path: Path) -> None:
     sports = {int(client(svc, "tcp", f"{vip}:80", "10")["sport"]) for _ in range(16)}
     assert backends_seen(svc, vip, sports) == both  # 16 random picks: both, all but surely
 
-    scaled = svc.cli("lab", "scale", "--server", svc.url, "e2e-a/server", "--replicas", "1")
+    scaled = svc.cli("lab", "scale", "--state-dir", svc.state_dir, "e2e-a/server",
+                     "--replicas", "1")
     assert scaled.returncode == 0, scaled.stderr
     assert "deleted e2e-a/server-2" in scaled.stdout
     assert "e2e-a/server-2" not in svc.pods()
@@ -104,14 +105,14 @@ def test_a_service_without_backends_drops_with_reason_158(svc: Up, tmp_path: Pat
     empty = tmp_path / "empty.yaml"
     empty.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: nobody, namespace: e2e-a}\n"
                      "spec: {selector: {app: nobody}, ports: [{port: 81, targetPort: 8080}]}\n")
-    applied = svc.cli("service", "apply", "--server", svc.url, "-f", str(empty))
+    applied = svc.cli("service", "apply", "--state-dir", svc.state_dir, "-f", str(empty))
     assert applied.returncode == 0, applied.stderr
     vip = services(svc)["e2e-a/nobody"]["cluster_ip"]
     assert client(svc, "tcp", f"{vip}:81", "10", "1")["error"] == "TimeoutError"
     drops = svc.wait_flows(lambda fl: bool(fl), "--verdict", "DROPPED",
                            "--drop-reason-desc", "SERVICE_BACKEND_NOT_FOUND")
     assert drops and drops[-1]["IP"]["destination"] == vip
-    deleted = svc.cli("service", "delete", "--server", svc.url, "e2e-a/nobody")
+    deleted = svc.cli("service", "delete", "--state-dir", svc.state_dir, "e2e-a/nobody")
     assert deleted.returncode == 0, deleted.stderr
 
 

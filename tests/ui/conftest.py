@@ -19,8 +19,10 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # tests/support
 
-from synthetic import SyntheticSource, shop_events  # noqa: E402
+from support import FakeSource  # noqa: E402
+from synthetic import shop_events, synthetic_source  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 UI_DIR = str(HERE.parents[1] / "ui" / "static")
@@ -94,12 +96,12 @@ def shot(pg: Page, name: str) -> Path:
 
 
 @pytest.fixture()
-def synthetic() -> Iterator[tuple[SyntheticSource, str]]:
+def synthetic() -> Iterator[tuple[FakeSource, str]]:
     """The real API app (with the UI) over a ring of synthetic shop flows."""
     from spyglass.api.app import create_app
     from spyglass.api.serve import serve_in_thread
 
-    source = SyntheticSource()
+    source = synthetic_source()
     source.ring.write_many(shop_events())
     with serve_in_thread(create_app(source, ui_dir=UI_DIR)) as (_, url):
         yield source, url

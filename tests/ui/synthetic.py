@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import Any
+
+from support import FakeSource
 
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import (
@@ -117,16 +118,12 @@ def shop_events(now_ns: int | None = None, rounds: int = 10) -> list[Event]:
     return out
 
 
-class SyntheticSource:
-    """A FlowSource over a real ring; `status()` reports like the agent."""
-
-    def __init__(self, capacity: int = 65535) -> None:
-        self.ring = FlowRing(capacity)
-        self.node_name = NODE
-        self.extra: dict[str, Any] = {"lost_events": {"PERF_EVENT_RING_BUFFER": 7}}
-
-    def status(self) -> dict[str, Any]:
-        return dict(self.extra)
+def synthetic_source(capacity: int = 65535) -> FakeSource:
+    """The UI's FlowSource: an empty ring on `ui-node`, and a perf ring that lost 7 events
+    (as the lost-events record in `shop_events()` says), so status shows a loss."""
+    source = FakeSource(capacity, node_name=NODE)
+    source.losses.perf_lost({1: 7})
+    return source
 
 
 class Firehose:

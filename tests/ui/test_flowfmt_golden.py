@@ -32,7 +32,7 @@ from spyglass.model.flow import Endpoint, Flow
 
 if TYPE_CHECKING:  # only for annotations: the `browser` fixture skips without Playwright
     from playwright.sync_api import Browser, Page
-    from synthetic import SyntheticSource
+    from support import FakeSource
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "flow_text.json"
 CASES: list[dict[str, Any]] = json.loads(FIXTURE.read_text())["cases"]
@@ -65,7 +65,7 @@ _SWEEP_JS = """async (flows) => {
 
 
 @pytest.fixture()
-def utc_page(browser: Browser, synthetic: tuple[SyntheticSource, str]) -> Iterator[Page]:
+def utc_page(browser: Browser, synthetic: tuple[FakeSource, str]) -> Iterator[Page]:
     """A page of the served UI in a UTC browser, so that its local clock is the CLI's UTC."""
     _, url = synthetic
     context = browser.new_context(timezone_id="UTC")

@@ -10,13 +10,14 @@ import pytest
 from conftest import shot
 from helpers import apply_filter, flow_rows, table_rows, text_of, wait_rows
 from playwright.sync_api import Page
-from synthetic import SyntheticSource, tcp
+from support import FakeSource
+from synthetic import tcp
 
 HEADS = "#flows-table .vt-header .vt-cell"
 
 
 def test_flows_stream_in_with_hubble_columns(page: Page,
-                                             synthetic: tuple[SyntheticSource, str]) -> None:
+                                             synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/")
     wait_rows(page, 20)
@@ -39,7 +40,7 @@ def test_flows_stream_in_with_hubble_columns(page: Page,
     assert "node ui-node" in text_of(page, "#statusbar")
 
 
-def test_new_flows_arrive_live(page: Page, synthetic: tuple[SyntheticSource, str]) -> None:
+def test_new_flows_arrive_live(page: Page, synthetic: tuple[FakeSource, str]) -> None:
     source, url = synthetic
     page.goto(url + "/")
     before = 81  # the whole backlog: 80 flows and 1 lost-events record
@@ -50,7 +51,7 @@ def test_new_flows_arrive_live(page: Page, synthetic: tuple[SyntheticSource, str
 
 
 def test_lost_events_show_inline_like_the_cli(page: Page,
-                                              synthetic: tuple[SyntheticSource, str]) -> None:
+                                              synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/")
     wait_rows(page, 20)
@@ -80,7 +81,7 @@ def test_lost_events_show_inline_like_the_cli(page: Page,
                  id="quoted-label-selector"),
 ])
 def test_filter_bar_narrows_flows_and_sets_the_url(page: Page,
-                                                  synthetic: tuple[SyntheticSource, str],
+                                                  synthetic: tuple[FakeSource, str],
                                                   text: str, check: object) -> None:
     _, url = synthetic
     page.goto(url + "/")
@@ -109,7 +110,7 @@ def test_filter_bar_narrows_flows_and_sets_the_url(page: Page,
     pytest.param("from:verdict=DROPPED", "verdict has no direction", id="verdict-with-side"),
     pytest.param("port=http", "not a port number", id="server-refuses-port-name"),
 ])
-def test_bad_filters_say_what_is_wrong(page: Page, synthetic: tuple[SyntheticSource, str],
+def test_bad_filters_say_what_is_wrong(page: Page, synthetic: tuple[FakeSource, str],
                                        text: str, message: str) -> None:
     _, url = synthetic
     page.goto(url + "/")
@@ -120,7 +121,7 @@ def test_bad_filters_say_what_is_wrong(page: Page, synthetic: tuple[SyntheticSou
 
 
 def test_pause_holds_new_flows_until_resume(page: Page,
-                                            synthetic: tuple[SyntheticSource, str]) -> None:
+                                            synthetic: tuple[FakeSource, str]) -> None:
     source, url = synthetic
     page.goto(url + "/")
     before = 81  # the whole backlog: 80 flows and 1 lost-events record
@@ -138,7 +139,7 @@ def test_pause_holds_new_flows_until_resume(page: Page,
 
 
 def test_column_chooser_hides_columns_and_remembers(page: Page,
-                                                   synthetic: tuple[SyntheticSource, str]
+                                                   synthetic: tuple[FakeSource, str]
                                                    ) -> None:
     _, url = synthetic
     page.goto(url + "/")
@@ -156,7 +157,7 @@ def test_column_chooser_hides_columns_and_remembers(page: Page,
 
 
 def test_sidebar_shows_the_whole_flow_and_asks_explain(page: Page,
-                                                      synthetic: tuple[SyntheticSource, str]
+                                                      synthetic: tuple[FakeSource, str]
                                                       ) -> None:
     _, url = synthetic
     page.goto(url + "/")

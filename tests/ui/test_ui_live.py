@@ -8,7 +8,7 @@ import time
 from conftest import UI_DIR, shot
 from helpers import flow_rows, settle, text_of, wait_rows
 from playwright.sync_api import Page
-from synthetic import Firehose, SyntheticSource, shop_events
+from synthetic import Firehose, shop_events, synthetic_source
 
 from spyglass.api.app import create_app
 from spyglass.api.auth import AuthConfig
@@ -18,7 +18,7 @@ TOKEN = "ui-test-token-0123456789abcdef"
 
 
 def test_token_is_asked_once_kept_for_the_session_and_used(page: Page) -> None:
-    source = SyntheticSource()
+    source = synthetic_source()
     source.ring.write_many(shop_events())
     app = create_app(source, ui_dir=UI_DIR, auth=AuthConfig(token=TOKEN))
     with serve_in_thread(app) as (_, url):
@@ -51,7 +51,7 @@ def _free_port() -> int:
 
 
 def test_server_going_away_shows_retry_countdown_then_reconnects(page: Page) -> None:
-    source = SyntheticSource()
+    source = synthetic_source()
     source.ring.write_many(shop_events())
     port = _free_port()
     with serve_in_thread(create_app(source, ui_dir=UI_DIR), port=port) as (_, url):
@@ -76,7 +76,7 @@ def test_server_going_away_shows_retry_countdown_then_reconnects(page: Page) -> 
 
 def test_table_keeps_only_visible_rows_in_the_dom_at_2000_flows_per_second(
         page: Page) -> None:
-    source = SyntheticSource()
+    source = synthetic_source()
     with serve_in_thread(create_app(source, ui_dir=UI_DIR)) as (_, url):
         page.goto(url + "/")
         page.wait_for_function("() => document.querySelector('#conn').textContent === '● live'")

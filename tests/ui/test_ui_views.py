@@ -12,7 +12,7 @@ import pytest
 from conftest import shot
 from helpers import flow_rows, open_view, table_rows, text_of
 from playwright.sync_api import Page
-from synthetic import SyntheticSource
+from support import FakeSource
 
 _EDGES_JS = """() => spyglass.views.map.cy.edges().map(e => ({
   id: e.id(), source: e.source().id(), target: e.target().id(), cls: e.classes().join(' '),
@@ -26,7 +26,7 @@ def _wait_map(page: Page) -> None:
 
 
 def test_map_shows_every_namespace_world_host_and_a_red_drop_edge(
-        page: Page, synthetic: tuple[SyntheticSource, str]) -> None:
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/?view=map")
     _wait_map(page)
@@ -51,7 +51,7 @@ def test_map_shows_every_namespace_world_host_and_a_red_drop_edge(
 
 
 def test_clicking_an_edge_opens_its_flows(page: Page,
-                                          synthetic: tuple[SyntheticSource, str]) -> None:
+                                          synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/?view=map")
     _wait_map(page)
@@ -73,7 +73,7 @@ def test_clicking_an_edge_opens_its_flows(page: Page,
 
 
 def test_namespace_picker_narrows_the_map_and_the_url(
-        page: Page, synthetic: tuple[SyntheticSource, str]) -> None:
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/?view=map")
     _wait_map(page)
@@ -87,7 +87,7 @@ def test_namespace_picker_narrows_the_map_and_the_url(
 
 
 def test_drops_view_tables_link_to_flows_and_explain(
-        page: Page, synthetic: tuple[SyntheticSource, str]) -> None:
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/")
     open_view(page, "drops")
@@ -110,7 +110,7 @@ def test_drops_view_tables_link_to_flows_and_explain(
 
 
 def test_history_table_chart_brush_and_downloads(
-        page: Page, synthetic: tuple[SyntheticSource, str]) -> None:
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
     _, url = synthetic
     page.goto(url + "/?view=history")
     page.wait_for_selector("#history-chart .uplot")
@@ -165,7 +165,7 @@ def test_history_table_chart_brush_and_downloads(
     pytest.param("", [], id="empty"),
 ])
 def test_filter_grammar_maps_onto_api_parameters(page: Page,
-                                                 synthetic: tuple[SyntheticSource, str],
+                                                 synthetic: tuple[FakeSource, str],
                                                  text: str, query: list[list[str]]) -> None:
     _, url = synthetic
     page.goto(url + "/")

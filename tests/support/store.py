@@ -1,9 +1,10 @@
 """Shared pieces of the storage tests: a chDB store per module and Hypothesis flows.
 
-A chDB path admits one engine per process, so each test module opens one
-store and closes it at the end (other modules may open their own paths).
-Flow times are recent: the tables' TTL would drop anything older than the
-retention.
+`from support.store import T0, any_flows, clear, open_store, store_params`. A chDB path
+admits one engine per process, so each test module opens one store and closes it at the
+end (other modules may open their own paths). Flow times are recent: the tables' TTL
+would drop anything older than the retention, so this `T0` is an hour ago, not
+`support.T0` (pass it as `flow(i, t0=T0)` for flows that go to a store).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def _ips(version: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def flows(draw: st.DrawFn, uuid: str | None = None) -> Flow:
+def any_flows(draw: st.DrawFn, uuid: str | None = None) -> Flow:
+    """Any flow a store must keep exactly (every field drawn, times near T0)."""
     version = draw(st.sampled_from([4, 6]))
     return Flow(
         time_ns=T0 + draw(st.integers(0, 3600 * 10**9)),
