@@ -29,6 +29,7 @@ lint: setup
 MYPY_PACKAGES = $(foreach p,model bpf policy lab collector storage api agent cli ui,-p spyglass.$(p))
 typecheck: setup
 	@set -o pipefail; .venv/bin/mypy $(MYPY_PACKAGES) 2>&1 | sed 's|build/__editable__[^/]*/spyglass/||'
+	.venv/bin/mypy bench  # the benchmarks import the packages as a user would
 
 # Remove whatever a crashed `spyglass up` left behind (netns, veths, programs, pins).
 clean-host: setup

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
 
 import httpx
 
@@ -33,10 +32,12 @@ from spyglass.api.app import create_app  # noqa: E402
 from spyglass.api.auth import AuthConfig  # noqa: E402
 from spyglass.api.gate import Gate  # noqa: E402
 from spyglass.api.serve import serve_in_thread  # noqa: E402
+from spyglass.api.source import AgentStatus  # noqa: E402
 from spyglass.collector.filters import FilterSet  # noqa: E402
+from spyglass.collector.lost import LossLedger  # noqa: E402
 from spyglass.collector.ring import FlowRing  # noqa: E402
 from spyglass.model.flow import Endpoint, Flow  # noqa: E402
-from spyglass.storage import FlowStore, flows_to_arrow  # noqa: E402
+from spyglass.storage import FlowStore, WriterStats, flows_to_arrow  # noqa: E402
 
 #: CPU-bound and small in memory (a wide ARRAY JOIN hits the 2 GiB cap in milliseconds).
 HEAVY = ("SELECT count() FROM flows AS a CROSS JOIN flows AS b "
@@ -44,14 +45,24 @@ HEAVY = ("SELECT count() FROM flows AS a CROSS JOIN flows AS b "
 
 
 class Source:
+    """The agent as the API sees it (api.source.FlowSource), over the bench's store."""
+
     def __init__(self, store: FlowStore) -> None:
         self.ring = FlowRing(65535)
         self.node_name = "bench"
-        self.store = store
-        self.store_dsn = "chdb://bench"
+        self.losses = LossLedger()
+        self.store: FlowStore | None = store
+        self.store_dsn: str | None = "chdb://bench"
+        self.started_ns = time.time_ns()
 
-    def status(self) -> dict[str, Any]:
-        return {}
+    def status(self) -> AgentStatus:
+        return AgentStatus(version="bench", uptime_ns=time.time_ns() - self.started_ns)
+
+    def writer_stats(self) -> WriterStats | None:
+        return None
+
+    def live_namespaces(self) -> list[str]:
+        return []
 
 
 def fill(store: FlowStore, n: int) -> None:

@@ -420,7 +420,7 @@ def run_mode(mode: Mode, bed: tb.Testbed, services: Sequence[Service], pool: Seq
                 rec.runs[f"{position}/{kind}"] = _result_dict(res)
                 conns += res.count
         if hasattr(mode, "events"):
-            rec.events_per_conn = (mode.events - events0) / max(conns, 1)  # type: ignore[attr-defined]
+            rec.events_per_conn = (mode.events - events0) / max(conns, 1)
             rec.lost = mode.lost  # type: ignore[attr-defined]
         if not direct:
             old = services[-1]

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from collector import LabGetters, synthetic_records  # noqa: E402
 from spyglass.collector.abi import RECORD_DTYPE  # noqa: E402
-from spyglass.collector.decoder import ClockOffset, Decoder  # noqa: E402
+from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder  # noqa: E402
 from spyglass.collector.enrich import Enricher  # noqa: E402
 from spyglass.collector.filters import build_from_flags  # noqa: E402
 from spyglass.storage import FlowStore, StoreWriter, enriched_to_arrow  # noqa: E402
@@ -38,7 +38,7 @@ from spyglass.storage import FlowStore, StoreWriter, enriched_to_arrow  # noqa: 
 HOUR = 3600 * 10**9
 
 
-def batches(records: bytes, size: int, offset_ns: int) -> list:
+def batches(records: bytes, size: int, offset_ns: int) -> list[DecodedBatch]:
     arr = np.frombuffer(records, dtype=RECORD_DTYPE)
     dec = Decoder(ClockOffset(offset_ns))
     return [dec.decode(arr[i:i + size]) for i in range(0, len(arr), size)]
@@ -58,7 +58,7 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-def ingest(store: FlowStore, enricher: Enricher, decoded: list, total: int,
+def ingest(store: FlowStore, enricher: Enricher, decoded: list[DecodedBatch], total: int,
            ) -> tuple[float, float, float]:
     """(flows/s end to end through the writer, flows/s of enrich_batch + enriched_to_arrow,
     flows/s of enriched_to_arrow alone)."""
@@ -81,7 +81,7 @@ def ingest(store: FlowStore, enricher: Enricher, decoded: list, total: int,
     w.close(timeout=120)
     elapsed = time.perf_counter() - t0
     s = w.stats()
-    assert s["written"] == n and s["lost"] == 0, s
+    assert s.written == n and s.lost == 0, s
     return n / elapsed, n / (enrich + conv), n / conv
 
 
@@ -192,7 +192,7 @@ def run(a: argparse.Namespace, root: str) -> None:
         return df[df.verdict == 2].groupby("drop").agg(drops=("time", "size"),
                                                        bytes=("bytes", "sum"))
 
-    cases = [
+    cases: list[tuple[str, Callable[[], object], Callable[[], object], float]] = [
         ("filtered: one pod, last hour, limit 100",
          lambda: store.query_flows(pod, since_ns=since, until_ns=now + 1, limit=100),
          pd_filtered, 0.1),

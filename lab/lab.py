@@ -96,7 +96,8 @@ class Lab:
         except ValueError as exc:
             raise LabError(str(exc)) from None
         self.service_cidr = service_cidr
-        self._docs: list[dict[str, Any]] = [dict(d) for d in manifest.documents]
+        self._docs: list[dict[str, Any]] = [
+            _with_cluster_ip(d, self.services.cluster_ips) for d in manifest.documents]
         self._state: dict[str, Any] | None = None
         ips = ipam.allocate(pod_cidr, len(manifest.pods))
         self._pods: list[LabPod] = []
@@ -315,7 +316,7 @@ class Lab:
             applied[svc.ref] = self.services.apply(svc)
             self._docs = [d for d in self._docs if not _is(d, "Service", svc.namespace,
                                                            svc.name)]
-            self._docs.append(dict(obj.body))
+            self._docs.append(_with_cluster_ip(dict(obj.body), self.services.cluster_ips))
         self._refresh_manifest()
         return applied
 
@@ -326,6 +327,10 @@ class Lab:
         self._docs = [d for d in self._docs if not _is(d, "Service", ns or "default", name)]
         self._refresh_manifest()
         return ref
+
+    def documents(self) -> list[dict[str, Any]]:
+        """The lab's manifest as its state file keeps it (Services with their ClusterIPs)."""
+        return [dict(d) for d in self._docs]
 
     def list_services(self) -> list[dict[str, Any]]:
         return [{"namespace": s.namespace, "name": s.name, "cluster_ip":
@@ -492,6 +497,17 @@ class Lab:
                                   f"{_tail(rec)} (log: {rec.log})")
         if failed:
             raise LabError("a pod failed to start: " + "; ".join(failed))
+
+
+def _with_cluster_ip(doc: dict[str, Any], cluster_ips: dict[str, str]) -> dict[str, Any]:
+    """A Service's document with the ClusterIP it was given written in, so that every later
+    load of the lab (an agent, `lab add`) reserves that address instead of choosing again."""
+    meta = doc.get("metadata") or {}
+    ref = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    ip = cluster_ips.get(ref) if doc.get("kind") == "Service" else None
+    if not ip:
+        return dict(doc)
+    return {**doc, "spec": {**(doc.get("spec") or {}), "clusterIP": ip}}
 
 
 def _is(doc: dict[str, Any], kind: str, namespace: str, name: str) -> bool:

@@ -8,9 +8,10 @@ import pytest
 
 from spyglass.lab.errors import LabError, PodRefError
 from spyglass.lab.lab import Lab
-from spyglass.lab.manifest import load_manifest, parse_manifest
+from spyglass.lab.manifest import load_manifest, parse_documents, parse_manifest
 from spyglass.model.getters import EndpointGetter, IdentityGetter
 from spyglass.model.identity import IdentityAllocator
+from spyglass.model.services import ClusterIPAllocator
 
 DEMO = Path(__file__).resolve().parents[1] / "lab" / "manifests" / "demo.yaml"
 
@@ -118,3 +119,27 @@ def test_bad_options(tmp_path: Path, kwargs: dict[str, str], pattern: str) -> No
 def test_down_before_up_is_a_noop(lab: Lab) -> None:
     assert lab.down() == []
     assert lab.down() == []
+
+
+def test_a_reloaded_lab_keeps_every_service_address(tmp_path: Path) -> None:
+    """The stored documents carry the ClusterIPs that were allocated, so an agent or a
+    `lab add` that loads the lab again gives each Service the address its clients already
+    use. Two names that hash to one address in a /29: the second probes past the first;
+    with the first deleted, a fresh plan would move the second onto the freed address."""
+    cidr = "10.96.0.0/29"
+    first_choice = {n: ClusterIPAllocator(cidr).allocate(f"shop/{n}") for n in
+                    (f"svc-{i}" for i in range(40))}
+    a, b = next((x, y) for x in first_choice for y in first_choice
+                if x < y and first_choice[x] == first_choice[y])
+    lab = Lab(parse_manifest("", "empty"), prefix="sgtB", state_dir=str(tmp_path),
+              service_cidr=cidr)
+    for name in (a, b):
+        lab.apply_services(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, "
+                           "namespace: shop}\nspec:\n  selector: {app: x}\n"
+                           "  ports: [{port: 80}]\n")
+    lab.delete_service(f"shop/{a}")
+    before = dict(lab.services.cluster_ips)
+    assert before[f"shop/{b}"] != first_choice[b]
+    again = Lab(parse_documents(lab.documents(), "reload"), prefix="sgtB",
+                state_dir=str(tmp_path), service_cidr=cidr)
+    assert again.services.cluster_ips == before
