@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from spyglass.agent.labview import LabView, LabWatcher
 from spyglass.agent.options import AgentOptions
 from spyglass.agent.policies import PodView, PolicyManager
@@ -203,7 +205,7 @@ class Agent:
         enricher = Enricher(endpoints=self.view, identities=self.view, interfaces=self.view,
                             node_name=self.node_name, policies=self.policies,
                             services=self.view)
-        hooks: list[BatchHook] = [lambda _b, flows: self.metrics.observe(flows)]
+        hooks: list[BatchHook] = [self.metrics.observe]
         lost_sources = []
         if self.writer is not None:
             hooks.append(store_hook(self.writer))
@@ -291,7 +293,8 @@ class Agent:
     # -- queries (FlowSource) -----------------------------------------------------------
 
     def flow_by_uuid(self, uuid: str) -> Flow | None:
-        found = self.ring.last(1, predicate=lambda e: isinstance(e, Flow) and e.uuid == uuid)
+        found = self.ring.last(1, lambda b: np.array([u == uuid for u in b.uuids], dtype=bool),
+                               lost=False)
         return found[0] if found and isinstance(found[0], Flow) else None
 
     def writer_stats(self) -> WriterStats | None:

@@ -38,11 +38,10 @@ from spyglass.api.models import (
 )
 from spyglass.api.params import encode_cursor, parse_flow_query
 from spyglass.api.queries import router as queries_router
-from spyglass.api.source import FlowSource, RateMeter, RingReader, redacted_dsn
+from spyglass.api.source import FlowSource, RateMeter, redacted_dsn
 from spyglass.api.stream import StreamHub, serve_stream
 from spyglass.collector.collector import CollectorStats
-from spyglass.model.enums import LostEventSource
-from spyglass.model.flow import Event, LostEvent, event_to_response
+from spyglass.model.flow import Event, event_to_response
 
 API = "/api/v1"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -54,7 +53,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 _HISTORY_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 503: {"model": ErrorResponse, "description": "no store, or the store is down"}}
-_FIRST_CHUNK = 4096
 
 
 def package_version() -> str:
@@ -159,9 +157,9 @@ def create_app(source: FlowSource, *, ui_dir: str | None = None,
             return JSONResponse({"flows": [event_to_response(ev, node) for ev in events],
                                  "next": nxt})
         if query.first:
-            events = first_events(ring, query.number, query.predicate())
+            events = ring.first(query.number, query.mask())
         else:
-            events = ring.last(query.number, query.predicate()) if query.number else []
+            events = ring.last(query.number, query.mask()) if query.number else []
         return JSONResponse({"flows": [event_to_response(ev, node) for ev in events],
                              "next": None})
 
@@ -236,43 +234,3 @@ def _collector_model(c: CollectorStats) -> CollectorModel:
         decode_errors=dict(c.decode_errors), perf_malformed=c.perf_malformed,
         getter_errors=c.getter_errors, failed_batches=c.failed_batches,
         hook_errors=c.hook_errors)
-
-
-def _overtaken(events: list[Event], seq: int, next_seq: int) -> bool:
-    """Whether `events` starts with the ring's marker for a reader that fell behind.
-
-    The marker is the only HUBBLE_RING_BUFFER event a ring holds (the collector
-    stores perf and queue losses, never this source), and its count matches
-    exactly how far the read jumped.
-    """
-    head = events[0]
-    return (isinstance(head, LostEvent) and head.source == LostEventSource.HUBBLE_RING_BUFFER
-            and next_seq - (len(events) - 1) == seq + head.num_events_lost)
-
-
-def first_events(ring: RingReader, n: int, predicate: Any) -> list[Event]:
-    """The oldest `n` matching events, read forward from the ring's tail.
-
-    The scan stops at the head as it was when the request came, so a busy writer
-    cannot keep the request running. A lost-event marker that says the scan
-    itself was overtaken is dropped: those flows are simply no longer the oldest.
-    """
-    out: list[Event] = []
-    end = ring.head
-    seq = max(0, end - len(ring))
-    while len(out) < n and seq < end:
-        seq = max(seq, ring.head - len(ring))  # skip what is already gone, without a marker
-        if seq >= end:
-            break
-        events, next_seq = ring.read_since(seq, min(_FIRST_CHUNK, end - seq))
-        if not events:
-            break
-        if _overtaken(events, seq, next_seq):
-            events = events[1:]
-        for ev in events:
-            if predicate is None or predicate(ev):
-                out.append(ev)
-                if len(out) == n:
-                    break
-        seq = next_seq
-    return out

@@ -9,17 +9,18 @@ and past the same cursor, drops duplicates by uuid, and orders by
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numpy as np
 
 from spyglass.api.errors import ApiError
 from spyglass.api.source import Cursor, HistoryStore, RingReader
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.filters import FilterSet
+from spyglass.collector.ring import Mask
 from spyglass.model.flow import Event, Flow
 from spyglass.storage.redact import public_error
 
 #: How far out of time order the ring may be (per-CPU perf rings merge in batches).
 RING_DISORDER_NS = 5_000_000_000
-_CHUNK = 4096
 
 NO_STORE = ("history (since/until) needs a flow store, and this agent has none: start "
             "`spyglass up` with --store (default chdb:///var/lib/spyglass/flows); without "
@@ -30,36 +31,6 @@ def store_error(exc: Exception) -> ApiError:
     """A store that refuses or is down: 503, with its own reason."""
     return ApiError(503, f"the flow store did not answer: {public_error(exc)}; check "
                          "`spyglass status` (store up/down, writer lag) and the agent's log")
-
-
-def ring_time_bounds(ring: RingReader) -> tuple[int, int] | None:
-    """(oldest, newest) flow time held in the ring, or None when it holds no events."""
-    head = ring.head
-    size = len(ring)
-    if not size:
-        return None
-    first, _ = ring.read_since(max(0, head - size), 1)
-    last, _ = ring.read_since(head - 1, 1)
-    evs = [ev for ev in (*first, *last) if isinstance(ev, Flow)]
-    if not evs:
-        return None
-    return min(e.time_ns for e in evs), max(e.time_ns for e in evs)
-
-
-def ring_flows(ring: RingReader, predicate: Callable[[Flow], bool]) -> list[Flow]:
-    """Every flow the ring holds now that passes `predicate`, oldest first."""
-    out: list[Flow] = []
-    end = ring.head
-    seq = max(0, end - len(ring))
-    while seq < end:
-        events, next_seq = ring.read_since(seq, min(_CHUNK, end - seq))
-        for ev in events:
-            if isinstance(ev, Flow) and predicate(ev):
-                out.append(ev)
-        if next_seq <= seq:
-            break
-        seq = next_seq
-    return out
 
 
 def _key(flow: Flow) -> Cursor:
@@ -87,7 +58,7 @@ def history_page(store: HistoryStore, ring: RingReader | None, filters: FilterSe
     more = store_next is not None or len(stored) >= limit
     extra: list[Flow] = []
     if ring is not None and _ring_may_add(ring, stored, limit, order):
-        extra = ring_flows(ring, _in_range(filters, since_ns, until_ns, order, after))
+        extra = ring.flows(_in_range(filters, since_ns, until_ns, order, after))
     if extra:
         seen = {f.uuid for f in stored}
         merged = stored + [f for f in extra if f.uuid not in seen]
@@ -102,7 +73,7 @@ def history_page(store: HistoryStore, ring: RingReader | None, filters: FilterSe
 
 def _ring_may_add(ring: RingReader, stored: list[Flow], limit: int, order: str) -> bool:
     """Skip the ring scan when a full store page ends before the ring's time span begins."""
-    bounds = ring_time_bounds(ring)
+    bounds = ring.time_bounds()
     if bounds is None:
         return False
     if len(stored) < limit:
@@ -115,21 +86,30 @@ def _ring_may_add(ring: RingReader, stored: list[Flow], limit: int, order: str) 
 
 
 def _in_range(filters: FilterSet, since_ns: int | None, until_ns: int | None, order: str,
-              after: Cursor | None) -> Callable[[Flow], bool]:
-    matches = filters.matches
-
-    def predicate(flow: Flow) -> bool:
-        if since_ns is not None and flow.time_ns < since_ns:
-            return False
-        if until_ns is not None and flow.time_ns >= until_ns:
-            return False
+              after: Cursor | None) -> Mask:
+    """The ring rows of a history page, as a mask: in the time range, past the cursor in
+    (time, uuid) order, and through the filters."""
+    def mask(b: EnrichedBatch) -> np.ndarray:
+        t = b.time_ns
+        keep = np.ones(len(b), dtype=bool)
+        if since_ns is not None:
+            keep &= t >= since_ns
+        if until_ns is not None:
+            keep &= t < until_ns
         if after is not None:
-            key = _key(flow)
-            if (order == "asc" and key <= after) or (order == "desc" and key >= after):
-                return False
-        return matches(flow)
+            at, au = after
+            past = t > at if order == "asc" else t < at
+            tie = np.flatnonzero(keep & (t == at))
+            if len(tie):
+                uu = b.uuids
+                past[tie] = [(uu[i] > au) if order == "asc" else (uu[i] < au)
+                             for i in tie.tolist()]
+            keep &= past
+        if keep.any() and not filters.empty:
+            keep &= filters.mask(b)
+        return keep
 
-    return predicate
+    return mask
 
 
 def events_in_order(page: list[Flow], order: str) -> list[Event]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spyglass.api.errors import ApiError
 from spyglass.api.source import Cursor
 from spyglass.collector.filters import FilterSet, build_from_query
-from spyglass.model.flow import Event, Flow
+from spyglass.collector.ring import Mask
 from spyglass.model.safeload import loads_json
 from spyglass.model.timespec import TimeSpecError, parse_range
 
@@ -53,8 +53,10 @@ class FlowQuery:
     def order(self) -> str:
         return "asc" if self.first else "desc"
 
-    def predicate(self) -> Callable[[Event], bool] | None:
-        return event_predicate(self.filters)
+    def mask(self) -> Mask | None:
+        """The filters' row mask over a ring batch, or None when they keep every flow
+        (lost events are never filtered: a gap must never be hidden)."""
+        return None if self.filters.empty else self.filters.mask
 
 
 def encode_cursor(order: str, cursor: Cursor) -> str:
@@ -81,18 +83,6 @@ def decode_cursor(text: str, order: str) -> Cursor:
         raise ApiError(400, f"after: this cursor continues a {was}= query; repeat the same "
                             "selector (first or last) with it")
     return value[1], value[2]
-
-
-def event_predicate(filters: FilterSet) -> Callable[[Event], bool] | None:
-    """A ring predicate; lost events always pass, since a gap must never be hidden."""
-    if filters.empty:
-        return None
-    matches = filters.matches
-
-    def predicate(ev: Event) -> bool:
-        return not isinstance(ev, Flow) or matches(ev)
-
-    return predicate
 
 
 def parse_count(name: str, raw: str, maximum: int) -> int:

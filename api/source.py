@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from spyglass.collector.collector import CollectorStats
 from spyglass.collector.filters import FilterSet
 from spyglass.collector.lost import LossLedger
+from spyglass.collector.ring import Chunk, Mask
 from spyglass.model.flow import Event, Flow
 from spyglass.storage.writer import WriterStats
 
@@ -39,11 +40,19 @@ class RingReader(Protocol):
 
     def __len__(self) -> int: ...
 
-    def last(
-        self, n: int, predicate: Callable[[Event], bool] | None = None
-    ) -> list[Event]: ...
+    def read_chunks(self, seq: int, max_n: int) -> tuple[list[Chunk], int]:
+        """Batch slices and lost-event records from `seq` (the live stream's read)."""
 
     def read_since(self, seq: int, max_n: int) -> tuple[list[Event], int]: ...
+
+    def last(self, n: int, mask: Mask | None = None, *, before: int | None = None,
+             lost: bool = True) -> list[Event]: ...
+
+    def first(self, n: int, mask: Mask | None = None) -> list[Event]: ...
+
+    def flows(self, mask: Mask) -> list[Flow]: ...
+
+    def time_bounds(self) -> tuple[int, int] | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,19 +31,22 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeGuard
 
+import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from spyglass.api.auth import SUBPROTOCOL, UNAUTHORIZED, AuthConfig, ws_token
 from spyglass.api.errors import ApiError, error_body, internal_error
 from spyglass.api.gate import HISTORY_SLOTS, Gate
-from spyglass.api.history import NO_STORE, RING_DISORDER_NS, ring_time_bounds, store_error
+from spyglass.api.history import NO_STORE, RING_DISORDER_NS, store_error
 from spyglass.api.params import FlowQuery, parse_flow_query
 from spyglass.api.source import FlowSource, HistoryStore, RingReader
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.filters import FilterError
 from spyglass.collector.lost import LossLedger
+from spyglass.collector.ring import Mask
 from spyglass.model.enums import LostEventSource
-from spyglass.model.flow import Event, Flow, LostEvent, event_to_response
+from spyglass.model.flow import Event, Flow, LostEvent, event_to_response, responses
 
 log = logging.getLogger("spyglass.api")
 
@@ -52,6 +55,8 @@ BATCH = 512
 CLOSE_NORMAL, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_AGAIN = 1000, 1008, 1011, 1013
 #: A live stream sends no backlog unless asked (Hubble's `observe -f` without --last).
 STREAM_DEFAULT_LAST = 0
+#: Events serialised and sent per step of a client's sender.
+SEND_BATCH = 256
 #: Events one client may have waiting to be sent; past it they become CLIENT_QUEUE losses.
 CLIENT_QUEUE_SIZE = 4096
 #: History is read in pages of this many flows before the stream switches to live.
@@ -156,6 +161,16 @@ class ClientQueue:
         self._ready.set()
         return True
 
+    def room(self) -> int:
+        """How many events fit before the queue starts dropping (0 while a drop is untold)."""
+        return 0 if self.dropped else max(0, self.maxsize - len(self._items))
+
+    def drop(self, n: int) -> None:
+        """Count `n` events this client will not get, told by one marker when there is room."""
+        if n > 0:
+            self.dropped += n
+            self.hub.record_client_lost(n)
+
     def flush_marker(self) -> None:
         """Put the CLIENT_QUEUE marker in as soon as there is room again."""
         if self.dropped and len(self._items) < self.maxsize:
@@ -174,12 +189,18 @@ class ClientQueue:
 
     async def get(self) -> Event | None:
         """The next event, or None once closed and drained."""
+        evs = await self.get_many(1)
+        return evs[0] if evs else None
+
+    async def get_many(self, n: int) -> list[Event]:
+        """Up to `n` queued events (at least one), or [] once closed and drained."""
         while not self._items:
             if self.closed:
-                return None
+                return []
             self._ready.clear()
             await self._ready.wait()
-        return self._items.popleft()
+        items = self._items
+        return [items.popleft() for _ in range(min(n, len(items)))]
 
 
 class RingSkip:
@@ -240,7 +261,7 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub, gate: Gate)
         message = exc.message if isinstance(exc, ApiError) else str(exc)
         await _refuse(ws, 400, message, CLOSE_POLICY)
         return
-    predicate = query.predicate()
+    mask = query.mask()
     node = source.node_name
 
     async def send(ev: Event) -> None:
@@ -259,25 +280,22 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub, gate: Gate)
                           CLOSE_TRY_AGAIN if exc.status == 429 else CLOSE_ERROR)
             return
     else:
-        seq, skip = await _backlog(ring, query, predicate, send)
-    await _live(ws, ring, hub, seq, skip, predicate, send)
+        seq, skip = await _backlog(ring, query, mask, send), None
+    await _live(ws, ring, hub, seq, skip, mask, node)
 
 
-async def _backlog(ring: RingReader, query: FlowQuery,
-                   predicate: Callable[[Event], bool] | None,
-                   send: Callable[[Event], Awaitable[None]]) -> tuple[int, RingSkip | None]:
-    """`last=N`: the newest matching events, then live from where they were read."""
+async def _backlog(ring: RingReader, query: FlowQuery, mask: Mask | None,
+                   send: Callable[[Event], Awaitable[None]]) -> int:
+    """`last=N`: the newest matching events before the head, then live from that head,
+    so that an event written while the backlog is read is sent once, live."""
     seq = ring.head
     if not query.number:
-        return seq, None
-    backlog: list[Event] = await run_in_threadpool(ring.last, query.number, predicate)
-    # Events written while the backlog was read may appear in both; the ring hands
-    # out the same objects, so skip those by identity until the reader passes them.
-    ids = {id(ev) for ev in backlog}
-    skip = RingSkip(ring.head, lambda ev: id(ev) in ids)
+        return seq
+    backlog: list[Event] = await run_in_threadpool(
+        lambda: ring.last(query.number, mask, before=seq))
     for ev in backlog:
         await send(ev)
-    return seq, skip
+    return seq
 
 
 async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQuery,
@@ -296,7 +314,7 @@ async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQ
     """
     since = query.since_ns
     assert since is not None
-    bounds = ring_time_bounds(ring)
+    bounds = ring.time_bounds()
     keep_from = bounds[0] - RING_DISORDER_NS if bounds else since
     started = time.time_ns()
     sent: OrderedDict[str, int] = OrderedDict()
@@ -333,19 +351,19 @@ async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQ
 
 
 async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
-                skip: RingSkip | None, predicate: Callable[[Event], bool] | None,
-                send: Callable[[Event], Awaitable[None]]) -> None:
+                skip: RingSkip | None, mask: Mask | None, node: str) -> None:
     queue = ClientQueue(hub)
     disconnected = asyncio.ensure_future(_wait_disconnect(ws))
     disconnected.add_done_callback(lambda _: queue.close())
     hub._enter()  # counted once its cursor is set: from here on no event is missed
-    reader = asyncio.ensure_future(_read_ring(ring, hub, queue, seq, skip, predicate))
+    reader = asyncio.ensure_future(_read_ring(ring, hub, queue, seq, skip, mask))
     try:
         while True:
-            ev = await queue.get()
-            if ev is None:
+            evs = await queue.get_many(SEND_BATCH)
+            if not evs:
                 break
-            await send(ev)
+            for text in _texts(evs, node):
+                await ws.send_text(text)
         if disconnected.done():
             return
         if queue.error is not None:
@@ -358,27 +376,36 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
 
 
 async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: int,
-                     skip_first: RingSkip | None,
-                     predicate: Callable[[Event], bool] | None) -> None:
-    """Move this client's events from the ring into its queue until shutdown or error."""
+                     skip_first: RingSkip | None, mask: Mask | None) -> None:
+    """Move this client's events from the ring into its queue until shutdown or error.
+
+    The ring hands out column batches: the filter runs as a mask over each, and a Flow
+    is built only for a selected row that fits in the queue. Rows past the queue's room
+    are counted as CLIENT_QUEUE losses without being built, so a client that cannot
+    keep up costs the agent little more than one that can.
+    """
     skip = skip_first
     try:
         while not queue.closed:
             # Sampled before the read, so everything written before shutdown is sent.
             closing = hub.closing
-            events, next_seq = ring.read_since(seq, BATCH)
-            if events and _is_ring_marker(events[0]):
-                hub.record_ring_lost(events[0].num_events_lost)
-            for ev in events:
-                if skip is not None and skip.test(ev):
+            chunks, next_seq = ring.read_chunks(seq, BATCH)
+            if chunks and _is_ring_marker(chunks[0]):
+                hub.record_ring_lost(chunks[0].num_events_lost)
+            read = 0
+            for chunk in chunks:
+                if isinstance(chunk, LostEvent):
+                    read += 1
+                    if skip is None or not skip.test(chunk):
+                        queue.offer(chunk)
                     continue
-                if predicate is None or predicate(ev):
-                    queue.offer(ev)
+                read += len(chunk)
+                _offer_rows(queue, chunk, mask, skip)
             queue.flush_marker()
             seq = next_seq
             if skip is not None and seq >= skip.until_seq:
                 skip = None
-            if len(events) < BATCH:
+            if read < BATCH:
                 if closing:
                     break
                 await asyncio.sleep(POLL_INTERVAL_S)
@@ -391,7 +418,30 @@ async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: 
         queue.close(exc)
 
 
-def _is_ring_marker(ev: Event) -> TypeGuard[LostEvent]:
+def _texts(events: list[Event], node: str) -> list[str]:
+    """The messages of a batch of events, serialised together (`responses` shares the
+    endpoints' JSON across the batch)."""
+    return [json.dumps(r) for r in responses(events, node)]
+
+
+def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | None,
+                skip: RingSkip | None) -> None:
+    """Queue the rows of one batch slice that the filter selects, as Flows, building only
+    as many as the queue has room for; the rest are counted as dropped, in line."""
+    rows = np.flatnonzero(mask(chunk)) if mask is not None else None
+    n = len(chunk) if rows is None else len(rows)
+    room = queue.room()
+    if n > room:
+        rows = np.arange(room) if rows is None else rows[:room]
+    picked = chunk if rows is None else chunk.take(rows)
+    for ev in picked.to_flows():
+        if skip is None or not skip.test(ev):
+            queue.offer(ev)
+    if n > room:
+        queue.drop(n - room)
+
+
+def _is_ring_marker(ev: object) -> TypeGuard[LostEvent]:
     """The ring's own "you were lapped" event (it never stores this source)."""
     return isinstance(ev, LostEvent) and ev.source == LostEventSource.HUBBLE_RING_BUFFER
 

@@ -1,14 +1,16 @@
-"""Collector throughput: batch (numpy) decoding and enrichment against per-event ctypes.
+"""The collector's columnar path, stage by stage, in events per CPU-second. No kernel.
 
 Run: .venv/bin/python bench/collector.py [--events 200000] [--batches 256,2048,16384]
 
-The baseline is what a straightforward bcc-style reader does per event:
-`SgEvent.from_buffer_copy` on each sample, then a validity check and a field
-read. The numpy path is what the collector runs: one `parse_records` over a
-read's bytes and one `Decoder.decode` per batch. Enrichment is measured on its
-own (it is the first per-event Python step) and end to end; `enrich_batch` alone
-is the columnar part (what the store reads), `enrich` adds the ring's Flows
-(`EnrichedBatch.to_flows`). No kernel needed.
+Synthetic perf samples go through what the agent runs: `parse_records` and
+`Decoder.decode` per read, `Enricher.enrich_batch`, the flow ring's
+`write_batch`, and readers: a live client's filtered read (`read_chunks`, the
+filter's numpy mask, Flows for the selected 1% only), the same with no filter
+(a Flow per event), and the store's `enriched_to_arrow`. Baselines in the same
+run: per-event ctypes decoding (what a bcc-style callback does), and the path
+before the columnar ring, which built a Flow per event for the ring
+(`to_flows` + `write_many`). Times are CPU time of this process
+(`time.process_time`), so the figures are events per CPU-second.
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import ClockOffset, Decoder
 from spyglass.collector.enrich import Enricher
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.filters import FilterSet, build_from_flags
 from spyglass.collector.perf import parse_records, sample_record
-from spyglass.model.flow import Flow
+from spyglass.collector.ring import FlowRing
 from spyglass.model.getters import EndpointInfo
+from spyglass.storage import enriched_to_arrow
 
 PODS = 64
 
@@ -104,15 +109,28 @@ def ctypes_decode(data: bytes) -> int:
     return ok
 
 
-def best_rate(fn: Callable[[], int], repeat: int) -> float:
-    """Events per second, from the median of `repeat` timed runs."""
+def cpu_rate(fn: Callable[[], int], repeat: int) -> float:
+    """Events per CPU-second, from the median CPU time of `repeat` runs."""
     times: list[float] = []
     n = 0
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         n = fn()
-        times.append(time.perf_counter() - t0)
-    return n / statistics.median(times)
+        times.append(time.process_time() - t0)
+    return n / max(statistics.median(times), 1e-9)
+
+
+def read_all(ring: FlowRing, filters: FilterSet | None) -> int:
+    """A live client's pass over the ring: chunks, the filter's mask, Flows for what passes."""
+    mask = None if filters is None or filters.empty else filters.mask
+    seq, sent = ring.oldest, 0
+    while seq < ring.head:
+        chunks, seq = ring.read_chunks(seq, 4096)
+        for c in chunks:
+            if isinstance(c, EnrichedBatch):
+                rows = c if mask is None else c.take(mask(c))
+                sent += len(rows.to_flows())
+    return sent
 
 
 def main() -> None:
@@ -125,46 +143,68 @@ def main() -> None:
     decoder = Decoder(ClockOffset())
     g = LabGetters()
     enricher = Enricher(g, g, g, "bench-node")
-    rec = 128
-
-    def per_batch(size: int, fn: Callable[[bytes], int]) -> Callable[[], int]:
-        chunks = [data[i:i + size * rec] for i in range(0, len(data), size * rec)]
-        return lambda: sum(fn(c) for c in chunks)
-
-    def np_decode(chunk: bytes) -> int:
-        return len(decoder.decode(parse_records(chunk).records))
-
-    def np_decode_enrich(chunk: bytes) -> int:
-        return len(enricher.enrich(decoder.decode(parse_records(chunk).records)))
-
+    # One pod's flows to one port: about 1% of the mix, as a user's `observe -f` filter.
+    one_pct = build_from_flags([("from-pod", "ns1/pod-5"), ("port", "443")])
     sizes = [int(x) for x in args.batches.split(",")]
-    print(f"events: {args.events}, median of {args.repeat} runs, python "
+    n: int = args.events
+    print(f"events: {n}, median of {args.repeat} runs, CPU time, python "
           f"{sys.version.split()[0]}, numpy {np.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    base = best_rate(lambda: ctypes_decode(data), args.repeat)
-    print(f"\n{'decode path':<40}{'events/s':>14}{'vs ctypes':>12}")
-    print(f"{'ctypes from_buffer_copy per event':<40}{base:>14,.0f}{1.0:>11.1f}x")
+    base = cpu_rate(lambda: ctypes_decode(data), args.repeat)
+    capacity = (1 << n.bit_length()) - 1  # the ring holds the whole run
     for size in sizes:
-        r = best_rate(per_batch(size, np_decode), args.repeat)
-        print(f"{f'numpy parse + decode, batch {size}':<40}{r:>14,.0f}{r / base:>11.1f}x")
+        chunks = [data[i:i + size * RECORD] for i in range(0, len(data), size * RECORD)]
+        decoded = [decoder.decode(parse_records(c).records) for c in chunks]
+        enriched = [enricher.enrich_batch(b) for b in decoded]
+        ring = FlowRing(capacity)
+        for eb in enriched:
+            ring.write_batch(eb)
+        sel = read_all(ring, one_pct)
 
-    # Enrichment makes one Flow per event; the bare constructor is its floor.
-    floor = best_rate(lambda: len([Flow(time_ns=i) for i in range(50_000)]), args.repeat)
-    print(f"\n{'enrichment path':<40}{'events/s':>14}{'vs Flow()':>12}")
-    print(f"{'bare Flow() constructor (the floor)':<40}{floor:>14,.0f}{1.0:>11.2f}x")
-    for size in sizes:
-        pre = [decoder.decode(parse_records(data[i:i + size * rec]).records)
-               for i in range(0, len(data), size * rec)]
-        r = best_rate(lambda p=pre: sum(len(enricher.enrich_batch(b)) for b in p),  # type: ignore[misc]
-                      args.repeat)
-        print(f"{f'enrich_batch (columns only), batch {size}':<40}{r:>14,.0f}{r / floor:>11.2f}x")
-        r = best_rate(lambda p=pre: sum(len(enricher.enrich(b)) for b in p),  # type: ignore[misc]
-                      args.repeat)
-        print(f"{f'enrich (columns + Flows), batch {size}':<40}{r:>14,.0f}{r / floor:>11.2f}x")
-    for size in sizes:
-        r = best_rate(per_batch(size, np_decode_enrich), args.repeat)
-        print(f"{f'parse + decode + enrich, batch {size}':<40}{r:>14,.0f}{r / floor:>11.2f}x")
+        def append(eb: list[EnrichedBatch] = enriched) -> int:
+            r = FlowRing(capacity)
+            for b in eb:
+                r.write_batch(b)
+            return n
 
+        def collector_thread(cs: list[bytes] = chunks) -> int:
+            r = FlowRing(capacity)
+            for c in cs:
+                r.write_batch(enricher.enrich_batch(decoder.decode(parse_records(c).records)))
+            return n
+
+        def per_event_ring(cs: list[bytes] = chunks) -> int:
+            r = FlowRing(capacity)
+            for c in cs:
+                r.write_many(enricher.enrich_batch(
+                    decoder.decode(parse_records(c).records)).to_flows())
+            return n
+
+        rows = [
+            ("ctypes from_buffer_copy per event (base)", base),
+            ("parse + decode", cpu_rate(lambda cs=chunks: sum(  # type: ignore[misc]
+                len(decoder.decode(parse_records(c).records)) for c in cs), args.repeat)),
+            ("enrich_batch", cpu_rate(lambda d=decoded: sum(  # type: ignore[misc]
+                len(enricher.enrich_batch(b)) for b in d), args.repeat)),
+            ("ring write_batch", cpu_rate(append, args.repeat)),
+            (f"filtered read, 1% ({sel} flows built)",
+             cpu_rate(lambda r=ring: (read_all(r, one_pct), n)[1], args.repeat)),  # type: ignore[misc]
+            ("unfiltered read (a Flow per event)",
+             cpu_rate(lambda r=ring: read_all(r, None), args.repeat)),  # type: ignore[misc]
+            ("store: enriched_to_arrow", cpu_rate(lambda e=enriched: sum(  # type: ignore[misc]
+                enriched_to_arrow(b).num_rows for b in e), args.repeat)),
+        ]
+        col = cpu_rate(collector_thread, args.repeat)
+        old = cpu_rate(per_event_ring, max(2, args.repeat // 2))
+        print(f"\nbatch {size}{'events per CPU-s':>51}")
+        for name, r in rows:
+            print(f"  {name:<50}{r:>14,.0f}")
+        print(f"  {'collector thread: decode+enrich+ring (columnar)':<50}{col:>14,.0f}")
+        print(f"  {'same with a Flow per event into the ring (before)':<50}{old:>14,.0f}"
+              f"  -> columnar {col / old:.1f}x")
+
+
+RECORD = 128
 
 if __name__ == "__main__":
     main()

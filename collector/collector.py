@@ -1,11 +1,11 @@
 """The collector loop: perf rings -> decode -> enrich -> flow ring, on one thread.
 
-The loop is the ring's single writer. Everything up to enrichment stays in
-numpy; losses on the way (perf ring overruns, perf_submit failures counted in
-the kernel, samples that fail to decode, batches that fail to enrich) are
-counted and, where they are events the user expected to see, written into
-the ring as LostEvents so that nobody reading the stream mistakes a gap for
-silence.
+The loop is the ring's single writer. Everything stays in numpy columns: the ring, the store
+and the metrics all take the one enriched batch, and no `Flow` is built here (readers build
+them for what they send); losses on the way (perf ring overruns, perf_submit failures
+counted in the kernel, samples that fail to decode, batches that fail to enrich) are counted
+and, where they are events the user expected to see, written into the ring as LostEvents so
+that nobody reading the stream mistakes a gap for silence.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from spyglass.collector.lost import LossLedger, PerfLoss
 from spyglass.collector.perf import ReadBatch
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource
-from spyglass.model.flow import Event, Flow, LostEvent
+from spyglass.model.flow import LostEvent
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,10 @@ _RATE_STEP_S = 0.1
 #: At stop, read at most this many times more to drain the perf rings.
 _DRAIN_READS = 64
 
-#: Called with each enriched batch and the ring's flows built from it (the same rows, in the
-#: same order, the same uuids), on the collector thread: the store's hook
-#: (`spyglass.storage.store_hook`) reads the batch's columns, the metrics read the flows, and
-#: neither enriches anything again.
-BatchHook = Callable[[EnrichedBatch, Sequence[Flow]], None]
+#: Called with each enriched batch (the rows the ring got, with the same uuids), on the
+#: collector thread: the store's hook (`spyglass.storage.store_hook`) and the metrics read
+#: its columns, and neither enriches anything again nor builds a Flow.
+BatchHook = Callable[[EnrichedBatch], None]
 #: Drained every read; what it returns is told in the stream and counted (e.g. the store
 #: writer's STORE losses).
 LostSource = Callable[[], Sequence[LostEvent]]
@@ -139,21 +138,21 @@ class Collector:
 
     def _process(self, batch: ReadBatch, *, force_lost: bool) -> int:
         now = self._clock()
-        flows: list[Flow] = []
+        enriched: EnrichedBatch | None = None
         if len(batch.records):
             try:
                 decoded: DecodedBatch = self.decoder.decode(batch.records, batch.cpu)
                 enriched = self.enricher.enrich_batch(decoded)
-                flows = enriched.to_flows()
             except Exception:
                 # Never let one bad batch stop the loop; say how many events it cost.
                 log.exception("failed to process a batch of %d events", len(batch.records))
                 with self._lock:
                     self.failed_batches += 1
                 self.lost.add(LostEventSource.UNKNOWN_LOST_EVENT_SOURCE, len(batch.records))
-                flows = []
+                enriched = None
             else:
-                self._run_hooks(enriched, flows)
+                self._run_hooks(enriched)
+        n = len(enriched) if enriched is not None else 0
         for ev in self._drain_lost_sources():
             self.lost.add(ev.source, ev.num_events_lost)
         self.lost.perf_lost(batch.lost_by_cpu)
@@ -162,22 +161,22 @@ class Collector:
         with self._lock:
             self.reads += 1
             self.perf_malformed += batch.malformed
-            self.seen_flows += len(flows)
+            self.seen_flows += n
             self._latest = (now, self.seen_flows)
             if not self._rate or now - self._rate[-1][0] >= _RATE_STEP_S:
                 self._rate.append(self._latest)
             while len(self._rate) > 1 and now - self._rate[1][0] >= RATE_WINDOW_S:
                 self._rate.popleft()
-        if lost or flows:
-            out: Sequence[Event] = [*lost, *flows] if lost else flows
-            self.ring.write_many(out)
-        return len(flows)
+        if lost or n:
+            self.ring.write_batch(enriched if enriched is not None
+                                  else EnrichedBatch.empty(), lost)
+        return n
 
-    def _run_hooks(self, enriched: EnrichedBatch, flows: list[Flow]) -> None:
+    def _run_hooks(self, enriched: EnrichedBatch) -> None:
         """A hook that fails costs its own output, never the ring's flows or the loop."""
         for hook in self.on_batch:
             try:
-                hook(enriched, flows)
+                hook(enriched)
             except Exception:
                 with self._lock:
                     self.hook_errors += 1

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-import itertools
 import logging
-import secrets
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -35,6 +33,7 @@ from spyglass.collector.abi import (
 )
 from spyglass.collector.decoder import DecodedBatch, ip4_column
 from spyglass.collector.enriched import NO_IP, REPLY_UNKNOWN, EnrichedBatch
+from spyglass.collector.uuids import UuidSource
 from spyglass.model.enums import (
     RESERVED_IDENTITY_LABELS,
     TRACE_SUBTYPE_TO_POINT,
@@ -67,28 +66,6 @@ _MATCH_TYPES = {int(m): m for m in PolicyMatchType}
 _ICMP = (int(Protocol.ICMP), int(Protocol.ICMPV6))
 #: sg_event.verdict of a policy verdict event.
 POLICY_ALLOWED, POLICY_DENIED, POLICY_AUDITED = 0, 1, 2
-
-
-class UuidSource:
-    """Unique, cheap flow ids: a random 64-bit per-process prefix and a counter.
-
-    Formatted as a UUID so that tools expecting one accept it; two processes
-    (or two nodes) collide only if their random prefixes do.
-    """
-
-    def __init__(self, prefix: int | None = None) -> None:
-        p = secrets.randbits(64) if prefix is None else prefix
-        h = f"{p:016x}"
-        self._head = f"{h[:8]}-{h[8:12]}-{h[12:16]}-"
-        self._counter = itertools.count(1)
-
-    def take(self, n: int) -> list[str]:
-        """`n` fresh ids at once (a batch's worth)."""
-        head = self._head
-        first = next(self._counter)
-        self._counter = itertools.count(first + n)
-        return [f"{head}{(c >> 48) & 0xFFFF:04x}-{c & 0xFFFFFFFFFFFF:012x}"
-                for c in range(first, first + n)]
 
 
 def ip_index(addr16: np.ndarray, ip4: np.ndarray, is_v6: np.ndarray,
@@ -240,7 +217,7 @@ class Enricher:
             return np.zeros(n, dtype=np.int64)
 
         eb = EnrichedBatch(
-            node_name=self.node_name, time_ns=b.time_ns, uuids=self.uuids.take(n),
+            node_name=self.node_name, time_ns=b.time_ns, uuid=self.uuids.take(n),
             verdict=np.where(is_drop, np.uint8(Verdict.DROPPED), np.uint8(Verdict.FORWARDED)),
             drop_reason=_DROP_REASON_C[np.where(is_drop, b.subtype, unknown)],
             event_type=_EVENT_TYPE_C[b.type], event_subtype=b.subtype,

@@ -17,11 +17,13 @@ Column names are the `Flow` field names; a `*_table` is a lookup table.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from spyglass.collector.uuids import UuidColumn
 from spyglass.model.enums import (
     DropReason,
     EventType,
@@ -61,6 +63,32 @@ _MATCH_TYPE = _members(PolicyMatchType)
 _IS_REPLY = np.array([None, False, True], dtype=object)  # indexed by an is_reply code + 1
 
 
+class _Interner:
+    """Distinct values -> codes, in first-seen order (a `from_flows` table)."""
+
+    def __init__(self, first: list[Any] | None = None) -> None:
+        self.table: list[Any] = list(first or [])
+        self._codes: dict[Any, int] = {v: i for i, v in enumerate(self.table)}
+
+    def code(self, value: Any) -> int:
+        c = self._codes.get(value)
+        if c is None:
+            c = self._codes[value] = len(self.table)
+            self.table.append(value)
+        return c
+
+
+def batches_from_flows(flows: Sequence[Flow]) -> list[EnrichedBatch]:
+    """Flows as batches, one per run of flows from the same node, in order."""
+    out: list[EnrichedBatch] = []
+    start = 0
+    for i in range(1, len(flows) + 1):
+        if i == len(flows) or flows[i].node_name != flows[start].node_name:
+            out.append(EnrichedBatch.from_flows(flows[start:i]))
+            start = i
+    return out
+
+
 def _spread(table: list[Any], codes: np.ndarray) -> list[Any]:
     """table[codes[i]] for every row, without a Python loop."""
     arr = np.empty(len(table), dtype=object)
@@ -82,7 +110,7 @@ class EnrichedBatch:
 
     node_name: str
     time_ns: np.ndarray  # int64, wall clock
-    uuids: list[str]  # one per row, from the enricher's UuidSource
+    uuid: UuidColumn  # one per row, from the enricher's UuidSource (formatted when read)
     verdict: np.ndarray  # uint8, Verdict
     drop_reason: np.ndarray  # uint8, DropReason
     event_type: np.ndarray  # uint8, EventType
@@ -124,7 +152,7 @@ class EnrichedBatch:
     def __post_init__(self) -> None:
         n = len(self.time_ns)
         wrong = [f.name for f in fields(self)
-                 if isinstance(v := getattr(self, f.name), np.ndarray | list)
+                 if isinstance(v := getattr(self, f.name), np.ndarray | list | UuidColumn)
                  and not f.name.endswith("_table") and len(v) != n]
         if wrong:
             raise ValueError(f"columns {wrong} do not have the batch's {n} rows; "
@@ -133,6 +161,11 @@ class EnrichedBatch:
     def __len__(self) -> int:
         return len(self.time_ns)
 
+    @property
+    def uuids(self) -> list[str]:
+        """The rows' ids as text (formatted now, in one pass)."""
+        return self.uuid.tolist()
+
     @classmethod
     def empty(cls, node_name: str = "") -> EnrichedBatch:
         """A batch of no events (what an empty read enriches to)."""
@@ -140,7 +173,7 @@ class EnrichedBatch:
             return np.zeros(0, dtype=dtype)
         u8, u16, i64 = np.uint8, np.uint16, np.int64
         return cls(
-            node_name=node_name, time_ns=col(i64), uuids=[], verdict=col(u8),
+            node_name=node_name, time_ns=col(i64), uuid=UuidColumn.of([]), verdict=col(u8),
             drop_reason=col(u8), event_type=col(u8), event_subtype=col(u8),
             observation_point=col(u8), trace_reason=col(u8), traffic_direction=col(u8),
             policy_match_type=col(u8), ip_version=col(u8), ip_table=[], source_ip=col(i64),
@@ -153,6 +186,99 @@ class EnrichedBatch:
             source_service=col(i64), destination_service=col(i64), policy_table=[()],
             ingress_allowed_by=col(i64), egress_allowed_by=col(i64),
             ingress_denied_by=col(i64), egress_denied_by=col(i64))
+
+    @classmethod
+    def from_flows(cls, flows: Sequence[Flow], node_name: str | None = None) -> EnrichedBatch:
+        """The batch whose `to_flows()` gives these flows back (equal, field by field).
+
+        For everything that holds Flows rather than perf samples: tests, imported
+        history, a relay's merged streams. One batch has one node name, so the flows
+        must share theirs (`node_name` overrides it when given).
+        """
+        if not flows:
+            return cls.empty(node_name or "")
+        node = flows[0].node_name if node_name is None else node_name
+        if node_name is None and any(f.node_name != node for f in flows):
+            raise ValueError("one batch holds one node's flows: split them by node_name "
+                             "(see batches_from_flows)")
+        ips, eps, ifnames = _Interner(), _Interner(), _Interner()
+        svcs: _Interner = _Interner([None])
+        pols: _Interner = _Interner([()])
+
+        def col(values: Iterable[Any], dtype: type[np.generic]) -> np.ndarray:
+            return np.fromiter(values, dtype=dtype, count=len(flows))
+
+        i64, u8 = np.int64, np.uint8
+        return cls(
+            node_name=node, time_ns=col((f.time_ns for f in flows), i64),
+            uuid=UuidColumn.of([f.uuid for f in flows]),
+            verdict=col((f.verdict for f in flows), u8),
+            drop_reason=col((f.drop_reason for f in flows), u8),
+            event_type=col((f.event_type for f in flows), u8),
+            event_subtype=col((f.event_subtype for f in flows), u8),
+            observation_point=col((f.observation_point for f in flows), u8),
+            trace_reason=col((f.trace_reason for f in flows), u8),
+            traffic_direction=col((f.traffic_direction for f in flows), u8),
+            policy_match_type=col((f.policy_match_type for f in flows), u8),
+            ip_version=col((f.ip_version for f in flows), u8),
+            source_ip=col((ips.code(f.source_ip) for f in flows), i64),
+            destination_ip=col((ips.code(f.destination_ip) for f in flows), i64),
+            destination_xlated_ip=col((ips.code(f.destination_xlated_ip)
+                                       if f.destination_xlated_ip else NO_IP
+                                       for f in flows), i64),
+            ip_table=ips.table,
+            protocol=col((f.protocol for f in flows), u8),
+            source_port=col((f.source_port for f in flows), np.uint16),
+            destination_port=col((f.destination_port for f in flows), np.uint16),
+            destination_xlated_port=col((f.destination_xlated_port for f in flows), np.uint16),
+            tcp_flags=col((f.tcp_flags for f in flows), u8),
+            icmp_type=col((f.icmp_type for f in flows), u8),
+            icmp_code=col((f.icmp_code for f in flows), u8),
+            source=col((eps.code(f.source) for f in flows), i64),
+            destination=col((eps.code(f.destination) for f in flows), i64),
+            endpoint_table=eps.table,
+            is_reply=col((REPLY_UNKNOWN if f.is_reply is None else int(f.is_reply)
+                          for f in flows), np.int8),
+            interface_index=col((f.interface_index for f in flows), np.uint32),
+            interface_name=col((ifnames.code(f.interface_name) for f in flows), i64),
+            ifname_table=ifnames.table,
+            packets=col((f.packets for f in flows), np.uint64),
+            bytes=col((f.bytes for f in flows), np.uint64),
+            source_service=col((svcs.code(f.source_service) for f in flows), i64),
+            destination_service=col((svcs.code(f.destination_service) for f in flows), i64),
+            service_table=svcs.table,
+            ingress_allowed_by=col((pols.code(f.ingress_allowed_by) for f in flows), i64),
+            egress_allowed_by=col((pols.code(f.egress_allowed_by) for f in flows), i64),
+            ingress_denied_by=col((pols.code(f.ingress_denied_by) for f in flows), i64),
+            egress_denied_by=col((pols.code(f.egress_denied_by) for f in flows), i64),
+            policy_table=pols.table)
+
+    def take(self, rows: np.ndarray) -> EnrichedBatch:
+        """The rows at `rows` (indices or a boolean mask), in that order, sharing the
+        tables: what a filtered or sliced read hands on without building any Flow."""
+        picked: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith("_table") or f.name == "node_name":
+                picked[f.name] = v
+            elif isinstance(v, UuidColumn):
+                picked[f.name] = v.take(rows)
+            else:
+                picked[f.name] = v[rows]
+        return EnrichedBatch(**picked)
+
+    def slice(self, lo: int, hi: int) -> EnrichedBatch:
+        """Rows [lo, hi) as views of these columns."""
+        picked: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name.endswith("_table") or f.name == "node_name":
+                picked[f.name] = v
+            elif isinstance(v, UuidColumn):
+                picked[f.name] = v.slice(lo, hi)
+            else:
+                picked[f.name] = v[lo:hi]
+        return EnrichedBatch(**picked)
 
     def policy_columns(self) -> dict[str, np.ndarray]:
         """The four policy-ref code columns by their Flow field names."""

@@ -10,6 +10,7 @@ them with the same printer the server-side tests use.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,7 +165,7 @@ class Flow:
     @property
     def protocol_name(self) -> str:
         """Hubble's L4 oneof name: TCP, UDP, ICMPv4, ICMPv6, SCTP."""
-        return _PROTO_NAME.get(self.protocol, str(self.protocol))
+        return protocol_name(self.protocol)
 
     @property
     def drop_reason_text(self) -> str:
@@ -186,8 +187,12 @@ class Flow:
 
     # -- JSON ----------------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
-        """Hubble-style flow JSON (the `flow` object of a GetFlowsResponse)."""
+    def to_dict(self, endpoints: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Hubble-style flow JSON (the `flow` object of a GetFlowsResponse).
+
+        `endpoints` memoises endpoint JSON by object identity across the flows of one
+        batch, whose rows share their Endpoint objects (see `responses`).
+        """
         d: dict[str, Any] = {
             "time": format_time_ns(self.time_ns),
             "uuid": self.uuid,
@@ -204,8 +209,15 @@ class Flow:
         if self.destination_xlated_ip:
             d["IP"]["destination_xlated"] = self.destination_xlated_ip
         d["l4"] = self._l4_dict()
-        d["source"] = self.source.to_dict()
-        d["destination"] = self.destination.to_dict()
+        if endpoints is None:
+            d["source"] = self.source.to_dict()
+            d["destination"] = self.destination.to_dict()
+        else:
+            for key, ep in (("source", self.source), ("destination", self.destination)):
+                ej = endpoints.get(id(ep))
+                if ej is None:
+                    ej = endpoints[id(ep)] = ep.to_dict()
+                d[key] = ej
         d["Type"] = "L3_L4"
         d["node_name"] = self.node_name
         d["event_type"] = {"type": int(self.event_type), "sub_type": self.event_subtype}
@@ -346,6 +358,21 @@ def event_to_response(ev: Event, node_name: str) -> dict[str, Any]:
     return {key: ev.to_dict(), "node_name": node_name, "time": format_time_ns(ev.time_ns)}
 
 
+def responses(events: Sequence[Event], node_name: str) -> list[dict[str, Any]]:
+    """`event_to_response` of a batch of events at once: the endpoints the flows share (one
+    batch's rows share their Endpoint objects) are turned into JSON once, not per flow.
+    The dicts share those parts, so they are for serialising, not for changing."""
+    memo: dict[int, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for ev in events:
+        if isinstance(ev, Flow):
+            out.append({"flow": ev.to_dict(memo), "node_name": node_name,
+                        "time": format_time_ns(ev.time_ns)})
+        else:
+            out.append(event_to_response(ev, node_name))
+    return out
+
+
 def event_from_response(d: dict[str, Any]) -> Event:
     """Inverse of `event_to_response`."""
     if "flow" in d:
@@ -397,6 +424,11 @@ _PROTO_NAME: dict[int, str] = {
     Protocol.SCTP: "SCTP",
 }
 _PROTO_BY_NAME = {v: int(k) for k, v in _PROTO_NAME.items()}
+
+
+def protocol_name(proto: int) -> str:
+    """Hubble's L4 oneof name of an IP protocol number (the number itself when it has none)."""
+    return _PROTO_NAME.get(proto, str(proto))
 
 _ICMP4_NAMES = {
     (0, 0): "EchoReply",

@@ -11,14 +11,15 @@ holds the two outputs equal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from spyglass.collector.enriched import REPLY_UNKNOWN, REPLY_YES, EnrichedBatch
-from spyglass.model.flow import Endpoint, Flow, PolicyRef
+from spyglass.collector.uuids import UUID_LEN, UuidColumn
+from spyglass.model.flow import Endpoint, PolicyRef
 from spyglass.storage.rows import ip_bytes
 from spyglass.storage.schema import FLOW_SCHEMA
 
@@ -59,6 +60,18 @@ def _policy_table(table: list[tuple[PolicyRef, ...]]) -> pa.Array:
                      for refs in table], FLOW_SCHEMA.field("ingress_allowed_by").type)
 
 
+def uuid_array(ids: UuidColumn) -> pa.Array:
+    """The id column as an Arrow string array straight from its fixed-width bytes (one
+    buffer and an offsets array, no Python string per row); ids of other shapes as text."""
+    n = len(ids)
+    try:
+        data = ids.as_bytes()
+    except ValueError:
+        return pa.array(ids.tolist(), pa.string())
+    offsets = np.arange(0, (n + 1) * UUID_LEN, UUID_LEN, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
 def enriched_to_arrow(batch: EnrichedBatch) -> pa.RecordBatch:
     """Rows of the flows table for an enriched batch, uuids included (so the store and the
     live ring name each flow alike)."""
@@ -70,7 +83,7 @@ def enriched_to_arrow(batch: EnrichedBatch) -> pa.RecordBatch:
     policies = _policy_table(batch.policy_table)
     cols: dict[str, pa.Array] = {
         "time": pa.array(batch.time_ns.astype(np.int64, copy=False), pa.timestamp("ns", tz="UTC")),
-        "uuid": pa.array(batch.uuids, pa.string()),
+        "uuid": uuid_array(batch.uuid),
         "node_name": _spread(pa.array([batch.node_name], pa.string()),
                              np.zeros(n, dtype=np.int64)),
         "verdict": _int8(batch.verdict),
@@ -110,10 +123,10 @@ def enriched_to_arrow(batch: EnrichedBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([cols[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
 
 
-def store_hook(writer: StoreWriter) -> Callable[[EnrichedBatch, Sequence[Flow]], None]:
+def store_hook(writer: StoreWriter) -> Callable[[EnrichedBatch], None]:
     """The collector's `on_batch` hook that feeds the store from the enriched batch itself
-    (the flows are the ring's; the rows carry the same uuids because the batch does)."""
-    def hook(batch: EnrichedBatch, _flows: Sequence[Flow]) -> None:
+    (the ring holds the same batch, so both carry the same uuids)."""
+    def hook(batch: EnrichedBatch) -> None:
         if len(batch):
             writer.submit(enriched_to_arrow(batch))
     return hook

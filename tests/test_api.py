@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from support import NODE, T0, FakeSource, collector_stats, flow
 
-from spyglass.api.app import _overtaken, create_app, first_events
+from spyglass.api.app import create_app
 from spyglass.api.auth import NEEDS_CREDENTIAL
 from spyglass.api.models import (
     CollectorModel,
@@ -315,22 +315,20 @@ def test_missing_ui_dir_is_not_mounted(tmp_path: Any) -> None:
     assert not any(getattr(r, "name", "") == "ui" for r in app.routes)
 
 
-# -- first_events over an overwritten ring ------------------------------------
+# -- first over an overwritten ring ---------------------------------------------
 
 
-def test_first_events_skip_the_marker_of_their_own_overtaken_scan() -> None:
+def test_first_skips_what_is_gone_without_a_marker() -> None:
     ring = FlowRing(7)
     ring.write_many([flow(i) for i in range(20)])
-    events, next_seq = ring.read_since(0, 4)
-    assert _overtaken(events, 0, next_seq)
-    assert first_events(ring, 3, None) == [flow(13), flow(14), flow(15)]
+    events, _ = ring.read_since(0, 4)
+    assert isinstance(events[0], LostEvent)  # a reader from 0 is told it was lapped
+    assert ring.first(3) == [flow(13), flow(14), flow(15)]  # the oldest held are just first
 
 
-def test_a_stored_lost_event_is_not_taken_for_the_overtake_marker() -> None:
+def test_a_stored_lost_event_is_kept_by_first() -> None:
     ring = FlowRing(7)
     stored = LostEvent(time_ns=T0, source=LostEventSource.PERF_EVENT_RING_BUFFER,
                        num_events_lost=1, cpu=0)
     ring.write_many([stored, flow(1)])
-    events, next_seq = ring.read_since(0, 4)
-    assert not _overtaken(events, 0, next_seq)
-    assert first_events(ring, 2, None) == [stored, flow(1)]
+    assert ring.first(2) == [stored, flow(1)]

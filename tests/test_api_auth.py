@@ -21,6 +21,7 @@ from spyglass.api.auth import AuthConfig, ListenSecurityError, check_listen_secu
 from spyglass.api.metrics import FlowMetrics
 from spyglass.api.serve import TlsError, check_tls, serve_in_thread
 from spyglass.cli.main import main
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.model.enums import (
     DropReason,
     EventType,
@@ -192,7 +193,7 @@ def test_bad_tls_files_say_what_is_wrong(cert: tuple[str, str], tmp_path: Path, 
 def test_metrics_families_count_flows_and_read_state() -> None:
     metrics = FlowMetrics()
     app = create_app(source(), metrics=metrics)
-    metrics.observe([
+    metrics.observe(EnrichedBatch.from_flows([
         Flow(time_ns=T0, protocol=Protocol.TCP, tcp_flags=0x02, destination_port=8080,
              is_reply=False, event_type=EventType.TRACE,
              observation_point=ObservationPoint.TO_ENDPOINT),
@@ -203,17 +204,20 @@ def test_metrics_families_count_flows_and_read_state() -> None:
              drop_reason=DropReason.POLICY_DENIED, event_type=EventType.POLICY_VERDICT,
              traffic_direction=TrafficDirection.INGRESS,
              policy_match_type=PolicyMatchType.L3_L4),
-    ])
+        Flow(time_ns=T0, protocol=Protocol.TCP, tcp_flags=0x12, destination_port=40000,
+             is_reply=True, event_type=EventType.TRACE,
+             observation_point=ObservationPoint.TO_ENDPOINT),
+    ]))
     with serve_in_thread(app) as (_, url):
         text = httpx.get(url + "/metrics").text
     for line in (
         'spyglass_flows_processed_total{subtype="to-endpoint",type="Trace",verdict="FORWARDED"} '
-        '2.0',
+        '3.0',
         'spyglass_flows_processed_total{subtype="",type="PolicyVerdict",verdict="DROPPED"} 1.0',
         'spyglass_drop_total{protocol="UDP",reason="POLICY_DENIED"} 1.0',
         'spyglass_policy_verdicts_total{action="dropped",direction="ingress",match="l3-l4"} 1.0',
-        'spyglass_tcp_flags_total{flag="SYN"} 2.0',
-        'spyglass_tcp_flags_total{flag="ACK"} 1.0',
+        'spyglass_tcp_flags_total{flag="SYN"} 3.0',
+        'spyglass_tcp_flags_total{flag="ACK"} 2.0',
         'spyglass_port_distribution_total{port="8080",protocol="TCP"} 2.0',
         'spyglass_lost_events_total{source="PERF_EVENT_RING_BUFFER"} 2.0',
         'spyglass_lost_events_total{source="STORE"} 3.0',
@@ -228,6 +232,6 @@ def test_metrics_families_count_flows_and_read_state() -> None:
 
 def test_each_app_has_its_own_registry() -> None:
     a, b = FlowMetrics(), FlowMetrics()
-    a.observe([Flow(time_ns=T0)])
+    a.observe(EnrichedBatch.from_flows([Flow(time_ns=T0)]))
     assert b"spyglass_flows_processed_total{" not in b.exposition()
     assert b"spyglass_flows_processed_total{" in a.exposition()

@@ -22,9 +22,9 @@ from websockets.sync.client import ClientConnection, connect
 from spyglass.api.app import create_app
 from spyglass.api.serve import serve_in_thread
 from spyglass.collector.filters import FilterError, build_from_query
-from spyglass.collector.ring import FlowRing
+from spyglass.collector.ring import Chunk, FlowRing
 from spyglass.model.enums import LostEventSource, Verdict
-from spyglass.model.flow import Event, Flow, LostEvent, event_to_response
+from spyglass.model.flow import Flow, LostEvent, event_to_response
 
 WAIT_S = 10.0
 
@@ -194,7 +194,7 @@ def test_shutdown_sends_what_was_written_then_closes_with_1000(served: Served) -
 
 
 class BrokenRing(FlowRing):  # type: ignore[misc,unused-ignore]
-    def read_since(self, seq: int, max_n: int = 1024) -> tuple[list[Event], int]:
+    def read_chunks(self, seq: int, max_n: int = 1024) -> tuple[list[Chunk], int]:
         raise RuntimeError("ring exploded")
 
 

@@ -186,25 +186,27 @@ def test_a_batch_that_fails_to_enrich_is_counted_as_lost() -> None:
     assert c.snapshot().failed_batches == 1
 
 
-def test_hooks_get_the_enriched_batch_and_the_ring_flows() -> None:
-    seen: list[tuple[EnrichedBatch, list[Flow]]] = []
-    c, ring = make(FakeReader([read_of([1, 2, 3])]),
-                   hooks=[lambda b, flows: seen.append((b, list(flows)))])
+def test_hooks_get_the_enriched_batch_the_ring_holds() -> None:
+    seen: list[EnrichedBatch] = []
+    c, ring = make(FakeReader([read_of([1, 2, 3])]), hooks=[seen.append])
     c.run_once()
-    ((batch, flows),) = seen
-    assert flows == [e for e in everything(ring) if isinstance(e, Flow)]
+    (batch,) = seen
+    flows = [e for e in everything(ring) if isinstance(e, Flow)]
+    assert batch.to_flows() == flows
     assert batch.uuids == [f.uuid for f in flows]  # the store names each flow as the ring does
     assert batch.source_port.tolist() == [1, 2, 3]
+    chunks, _ = ring.read_chunks(0, 10)
+    assert chunks == [batch]  # the ring holds the batch itself: nothing copied or built
 
 
 def test_a_failing_hook_costs_only_its_own_output() -> None:
     later: list[int] = []
 
-    def broken(_b: EnrichedBatch, _f: Sequence[Flow]) -> None:
+    def broken(_b: EnrichedBatch) -> None:
         raise RuntimeError("store is on fire")
 
     c, ring = make(FakeReader([read_of([1, 2]), read_of([3])]),
-                   hooks=[broken, lambda b, _f: later.append(len(b))])
+                   hooks=[broken, lambda b: later.append(len(b))])
     assert c.run_once() == 2 and c.run_once() == 1
     assert [f.source_port for f in everything(ring) if isinstance(f, Flow)] == [1, 2, 3]
     assert later == [2, 1]  # the hook after the broken one still runs
@@ -254,7 +256,7 @@ def test_thread_start_stop_drains_and_tells_pending_losses() -> None:
 def test_a_read_is_committed_after_it_is_delivered_then_on_read_runs() -> None:
     order: list[str] = []
     reader = FakeReader([read_of([1, 2]), read_of([3])])
-    c, ring = make(reader, hooks=[lambda b, _f: order.append(f"hook {len(b)} @{reader.commits}")],
+    c, ring = make(reader, hooks=[lambda b: order.append(f"hook {len(b)} @{reader.commits}")],
                    on_read=lambda: order.append(f"on_read @{reader.commits} seen {ring.seen}"))
     c.run_once()
     c.run_once()

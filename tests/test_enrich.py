@@ -25,8 +25,9 @@ from spyglass.collector.abi import (
     pack_event,
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
-from spyglass.collector.enrich import Enricher, UuidSource
+from spyglass.collector.enrich import Enricher
 from spyglass.collector.enriched import NO_IP, EnrichedBatch
+from spyglass.collector.uuids import UuidSource
 from spyglass.model.enums import (
     DropReason,
     EventType,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from support import flows
+
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.model.enums import (
     DropReason,
     EventType,
@@ -15,6 +19,7 @@ from spyglass.model.enums import (
 )
 from spyglass.model.flow import (
     Endpoint,
+    Event,
     Flow,
     LostEvent,
     PolicyRef,
@@ -24,6 +29,7 @@ from spyglass.model.flow import (
     event_to_response,
     format_time_ns,
     parse_time_ns,
+    responses,
 )
 
 SRC = Endpoint(ID=3, identity=4321, namespace="shop", pod_name="frontend-1",
@@ -102,3 +108,15 @@ def test_time_parse(text: str) -> None:
 def test_bad_response_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="expected a 'flow' or 'lost_events' key"):
         event_from_response({"nope": 1})
+
+
+def test_responses_of_a_batch_equal_one_response_per_event() -> None:
+    """The batch form shares endpoint JSON between flows; what it says is the same."""
+    evs: list[Event] = [*flows(5), LostEvent(time_ns=7, source=LostEventSource.CLIENT_QUEUE,
+                                             num_events_lost=2), *flows(3, start=1)]
+    batch = EnrichedBatch.from_flows([e for e in evs if isinstance(e, Flow)]).to_flows()
+    shared: list[Event] = [*batch[:5], evs[5], *batch[5:]]
+    want = [event_to_response(e, "n1") for e in evs]
+    assert responses(evs, "n1") == want
+    assert responses(shared, "n1") == want
+    assert json.dumps(responses(shared, "n1")) == json.dumps(want)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 from support import flow
 
-from spyglass.collector.ring import FlowRing
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.ring import FlowRing, Mask
 from spyglass.model.enums import LostEventSource
 from spyglass.model.flow import Event, Flow, LostEvent
 
@@ -124,26 +127,93 @@ def test_read_since_rejects_bad_arguments(seq: int, max_n: int, match: str) -> N
         ring.read_since(seq, max_n)
 
 
-@pytest.mark.parametrize(("n", "predicate", "want"), [
+def uuid_mask(keep: Callable[[int], bool]) -> Mask:
+    """A row mask over a batch by the flow's number (what a filter's mask is, by hand)."""
+    return lambda b: np.array([keep(int(u[1:])) for u in b.uuids], dtype=bool)
+
+
+@pytest.mark.parametrize(("n", "mask", "want"), [
     pytest.param(3, None, [17, 18, 19], id="newest-three"),
     pytest.param(0, None, [], id="none"),
-    pytest.param(3, lambda e: isinstance(e, Flow) and number(e) % 2 == 0, [14, 16, 18],
-                 id="even-only"),
-    pytest.param(100, lambda e: isinstance(e, Flow) and number(e) % 5 == 0, [5, 10, 15],
-                 id="fewer-than-asked"),
-    pytest.param(5, lambda e: False, [], id="nothing-matches"),
+    pytest.param(3, uuid_mask(lambda i: i % 2 == 0), [14, 16, 18], id="even-only"),
+    pytest.param(100, uuid_mask(lambda i: i % 5 == 0), [5, 10, 15], id="fewer-than-asked"),
+    pytest.param(5, uuid_mask(lambda i: False), [], id="nothing-matches"),
 ])
-def test_last(n: int, predicate: object, want: list[int]) -> None:
+@pytest.mark.parametrize("batch", [1, 3, 20], ids=lambda b: f"batches-of-{b}")
+def test_last(n: int, mask: Mask | None, want: list[int], batch: int) -> None:
     ring = FlowRing(15)  # holds 5..19
-    ring.write_many([flow(i) for i in range(20)])
-    assert numbers(ring.last(n, predicate)) == want
+    for start in range(0, 20, batch):
+        ring.write_batch(EnrichedBatch.from_flows([flow(i) for i in range(start, start + batch)
+                                                   if i < 20]))
+    assert numbers(ring.last(n, mask)) == want
 
 
 def test_last_scans_past_one_chunk() -> None:
     ring = FlowRing(16383)
     ring.write_many([flow(i) for i in range(10000)])
-    got = ring.last(2, lambda e: isinstance(e, Flow) and number(e) < 3)
+    got = ring.last(2, uuid_mask(lambda i: i < 3))
     assert numbers(got) == [1, 2]
+
+
+def test_last_before_a_sequence_and_a_live_reader_from_it_see_each_event_once() -> None:
+    ring = FlowRing(63)
+    ring.write_many([flow(i) for i in range(10)])
+    before = ring.head
+    ring.write_many([flow(i) for i in range(10, 15)])  # written while the backlog is read
+    backlog = ring.last(4, before=before)
+    live, _ = ring.read_since(before, 100)
+    assert numbers(backlog) + numbers(live) == list(range(6, 15))
+
+
+def test_lost_records_always_match_unless_excluded() -> None:
+    ring = FlowRing(63)
+    lost = LostEvent(time_ns=5, source=LostEventSource.PERF_EVENT_RING_BUFFER,
+                     num_events_lost=3)
+    ring.write_batch(EnrichedBatch.from_flows([flow(0), flow(1)]), lost=[lost])
+    ring.write_batch(EnrichedBatch.from_flows([flow(2)]))
+    nothing = uuid_mask(lambda i: False)
+    assert ring.last(10, nothing) == [lost]
+    assert ring.last(10, nothing, lost=False) == []
+    assert ring.first(10, nothing) == [lost]
+    assert [type(e) for e in ring.first(2)] == [LostEvent, Flow]
+    assert numbers(ring.flows(uuid_mask(lambda i: i != 1))) == [0, 2]
+
+
+def test_a_batch_cut_by_the_capacity_keeps_its_newest_rows() -> None:
+    """The oldest batch is cut logically: reads start at its first row still held, and a
+    reader behind it is told how many rows it missed, to the row."""
+    ring = FlowRing(7)
+    ring.write_batch(EnrichedBatch.from_flows([flow(i) for i in range(5)]))
+    ring.write_batch(EnrichedBatch.from_flows([flow(i) for i in range(5, 10)]))
+    assert len(ring) == 7 and ring.oldest == 3
+    chunks, nxt = ring.read_chunks(0, 100)
+    assert isinstance(chunks[0], LostEvent) and chunks[0].num_events_lost == 3
+    assert [len(c) for c in chunks[1:]] == [2, 5] and nxt == 10
+    assert numbers(ring.read_since(3, 100)[0]) == list(range(3, 10))
+    assert numbers(ring.read_since(4, 3)[0]) == [4, 5, 6]
+    assert ring.time_bounds() == (flow(3).time_ns, flow(9).time_ns)
+    big = FlowRing(3)
+    big.write_batch(EnrichedBatch.from_flows([flow(i) for i in range(10)]))  # bigger than it
+    assert numbers(big.read_since(big.oldest, 10)[0]) == [7, 8, 9] and big.seen == 10
+
+
+def test_chunks_are_the_rows_that_were_written() -> None:
+    flows = [flow(i) for i in range(40)]
+    ring = FlowRing(1023)
+    for start in range(0, 40, 8):
+        ring.write_batch(EnrichedBatch.from_flows(flows[start:start + 8]))
+    chunks, _ = ring.read_chunks(5, 30)
+    assert [f for c in chunks if isinstance(c, EnrichedBatch) for f in c.to_flows()] == \
+        flows[5:35]
+
+
+def test_many_small_batches_stay_bounded() -> None:
+    """One flow per batch (an idle agent's reads): the ring's entry lists stay bounded."""
+    ring = FlowRing(255)
+    for i in range(5000):
+        ring.write_batch(EnrichedBatch.from_flows([flow(i)]))
+    assert numbers(ring.read_since(ring.oldest, 1000)[0]) == list(range(4745, 5000))
+    assert len(ring._starts) < 3 * 1024
 
 
 def test_concurrent_reader_never_sees_a_silent_gap() -> None:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import flow
 
 from spyglass.collector.abi import (
     EVENT_DROP,
@@ -27,11 +28,13 @@ from spyglass.collector.abi import (
     pack_event,
 )
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
-from spyglass.collector.enrich import Enricher, UuidSource
+from spyglass.collector.enrich import Enricher
 from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.uuids import UuidSource
 from spyglass.model.flow import Flow, PolicyRef, Service, Workload
 from spyglass.model.getters import EndpointInfo
 from spyglass.storage import enriched_to_arrow, flows_to_arrow, store_hook
+from spyglass.storage.batch import uuid_array
 
 PODS = [EndpointInfo(id=i, identity=256 + i, namespace=("shop", "db", "kube-system")[i % 3],
                      pod_name=f"pod-{i}", labels=(f"k8s:app=a{i % 4}",),
@@ -203,13 +206,22 @@ class _Writer:
         self.batches.append(batch)
 
 
+def test_uuid_column_formats_like_the_flows_and_keeps_given_ids() -> None:
+    eb = enricher(prefix=0x0123456789ABCDEF).enrich_batch(random_batch(4, 50))
+    assert uuid_array(eb.uuid).to_pylist() == eb.uuids == [f.uuid for f in eb.to_flows()]
+    assert eb.uuids[0] == "01234567-89ab-cdef-0000-000000000001"
+    assert uuid_array(eb.take(np.array([5, 2])).uuid).to_pylist() == [eb.uuids[5], eb.uuids[2]]
+    odd = EnrichedBatch.from_flows([flow(1), flow(2)])  # ids of another shape, kept as given
+    assert uuid_array(odd.uuid).to_pylist() == [flow(1).uuid, flow(2).uuid]
+
+
 def test_store_hook_feeds_the_writer_the_batch_rows() -> None:
     eb = enricher().enrich_batch(random_batch(3, 20))
     fl: Sequence[Flow] = eb.to_flows()
     w = _Writer()
     hook = store_hook(w)  # type: ignore[arg-type]
-    hook(eb, fl)
-    hook(EnrichedBatch.empty("node-a"), [])  # nothing to store: nothing submitted
+    hook(eb)
+    hook(EnrichedBatch.empty("node-a"))  # nothing to store: nothing submitted
     (rows,) = w.batches
     assert rows.column("uuid").to_pylist() == [f.uuid for f in fl]
     assert np.array_equal(rows.column("time").cast(pa.int64()).to_numpy(),

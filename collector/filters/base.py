@@ -3,18 +3,27 @@
 Each dimension (pod, ip, port …) is a `Clause` subclass. Building one parses and
 validates its values once and precomputes whatever matching needs (sets,
 networks, compiled selectors), so `predicate(flow)` does no parsing on the hot
-path. `describe()` gives the human text. History queries use `sql()`, the
-same test as a parameterised ClickHouse fragment built from the same parsed
-values, which is why the per-dimension objects exist instead of bare lambdas.
+path. `describe()` gives the human text. The same test exists in two more
+forms built from the same parsed values, which is why the per-dimension objects
+exist instead of bare lambdas: `sql()`, a parameterised ClickHouse fragment for
+history, and `mask(batch)`, a numpy boolean array over an `EnrichedBatch` for
+the live ring, where no Flow exists yet. A mask tests each distinct endpoint,
+address or service of the batch's tables once and spreads the answer over the
+rows by their codes, or compares whole numeric columns.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.model.flow import Endpoint, Flow
+
+T = TypeVar("T")
 
 Side = Literal["source", "destination"]
 
@@ -78,6 +87,10 @@ class Clause(ABC):
     def predicate(self, flow: Flow) -> bool: ...
 
     @abstractmethod
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        """The same test as `predicate` for every row of a batch at once (bool array)."""
+
+    @abstractmethod
     def sql(self) -> tuple[str, dict[str, Any]]:
         """The same test as `predicate`, as a parameterised ClickHouse boolean over the
         flows table: (fragment, parameters). It never yields NULL, so NOT(…) of it
@@ -101,6 +114,38 @@ class Clause(ABC):
         if self.side == "source":
             return _source
         return _destination
+
+
+class EndpointClause(Clause):
+    """A clause that looks only at one side's endpoint: tested once per distinct endpoint
+    of a batch, whatever the number of rows."""
+
+    def __init__(self, values: Sequence[Any], side: Side | None = None) -> None:
+        super().__init__(values, side)
+        self._endpoint = self.endpoint_getter()
+
+    @abstractmethod
+    def matches_endpoint(self, ep: Endpoint) -> bool: ...
+
+    def predicate(self, flow: Flow) -> bool:
+        return self.matches_endpoint(self._endpoint(flow))
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        codes = batch.source if self.side == "source" else batch.destination
+        return table_mask(batch.endpoint_table, codes, self.matches_endpoint)
+
+
+def table_mask(table: Sequence[T], codes: np.ndarray, test: Callable[[T], bool]) -> np.ndarray:
+    """`test(table[c])` for every code: each table entry is tested once, then spread."""
+    if not len(codes):
+        return np.zeros(0, dtype=bool)
+    ok = np.fromiter((test(v) for v in table), dtype=bool, count=len(table))
+    return ok[codes]  # type: ignore[no-any-return]
+
+
+def in_set(column: np.ndarray, values: Sequence[int] | frozenset[int]) -> np.ndarray:
+    """Rows whose value is one of `values` (a whole-column `in`)."""
+    return np.isin(column, np.fromiter((int(v) for v in values), dtype=np.int64))
 
 
 def _source(flow: Flow) -> Endpoint:

@@ -14,7 +14,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text, in_set
 from spyglass.collector.filters.sql import Params, Sql, any_of, glob_regex
 from spyglass.model.enums import (
     TRACE_SUBTYPE_TO_POINT,
@@ -52,6 +55,10 @@ class _EnumClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return getattr(flow, self.attr) in self._set
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        # The batch's enum columns hold the members' own numbers.
+        return in_set(getattr(batch, self.attr), frozenset(int(m) for m in self._set))
 
     def sql(self) -> Sql:
         # The column is an Enum8 with the enum's names, so names compare directly.
@@ -113,6 +120,10 @@ class ReplyClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return flow.is_reply is not None and flow.is_reply in self._set
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        # is_reply codes: -1 unknown (never matches), 0 no, 1 yes.
+        return in_set(batch.is_reply, frozenset(int(v) for v in self._set))
 
     def sql(self) -> Sql:
         if len(self._set) > 1:
@@ -209,6 +220,14 @@ class EventTypeClause(Clause):
         t = flow.event_type
         return t in self._any_sub or (t, flow.event_subtype) in self._exact
 
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        t = batch.event_type.astype(np.int64)
+        out = in_set(t, frozenset(int(x) for x in self._any_sub))
+        if self._exact:
+            out |= in_set(t * 256 + batch.event_subtype,
+                          frozenset(int(a) * 256 + int(b) for a, b in self._exact))
+        return out
+
     def sql(self) -> Sql:
         p = Params()
         t = "CAST(event_type, 'Int8')"
@@ -257,7 +276,12 @@ class NodeNameClause(Clause):
         return text
 
     def predicate(self, flow: Flow) -> bool:
-        name = flow.node_name
+        return self._matches_node(flow.node_name)
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        return np.full(len(batch), self._matches_node(batch.node_name), dtype=bool)
+
+    def _matches_node(self, name: str) -> bool:
         if not name:
             return False
         full = name if "/" in name else f"{DEFAULT_CLUSTER}/{name}"

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.filters.flowfilter import CompiledFilter, FlowFilter
 from spyglass.collector.filters.sql import Sql, combine
 from spyglass.model.flow import Flow
@@ -50,6 +53,21 @@ class FilterSet:
             if f.matches(flow):
                 return False
         return True
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        """`matches` for every row of a batch at once, as a boolean array."""
+        n = len(batch)
+        if self._allow_all:
+            out = np.ones(n, dtype=bool)
+        else:
+            out = np.zeros(n, dtype=bool)
+            for f in self._allow:
+                out |= f.mask(batch)
+        for f in self._deny:
+            if not out.any():
+                break
+            out &= ~f.mask(batch)
+        return out
 
     def sql(self) -> Sql:
         """The same selection as `matches`, as a ClickHouse WHERE fragment and its parameters.

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
 from spyglass.collector.filters.base import Clause, FilterError, Side, ValueProblem
 from spyglass.collector.filters.event import (
     DropReasonClause,
@@ -166,6 +169,15 @@ class CompiledFilter:
             if not clause.predicate(flow):
                 return False
         return True
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        """`matches` for every row of a batch: the clauses' masks ANDed."""
+        out = np.ones(len(batch), dtype=bool)
+        for clause in self.clauses:
+            out &= clause.mask(batch)
+            if not out.any():
+                break
+        return out
 
     def sql(self) -> Sql:
         return combine((c.sql() for c in self.clauses), "AND")

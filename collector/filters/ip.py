@@ -12,9 +12,19 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.filters.base import (
+    Clause,
+    EndpointClause,
+    Side,
+    ValueProblem,
+    as_text,
+    table_mask,
+)
 from spyglass.collector.filters.sql import Params, Sql, any_of
-from spyglass.model.flow import Flow
+from spyglass.model.flow import Endpoint, Flow
 
 
 @functools.lru_cache(maxsize=65536)
@@ -70,7 +80,13 @@ class IPClause(Clause):
                                "use an IPv4/IPv6 address or a network", "10.0.0.0/8") from None
 
     def predicate(self, flow: Flow) -> bool:
-        got = _addr(getattr(flow, self._attr))
+        return self._matches_ip(getattr(flow, self._attr))
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        return table_mask(batch.ip_table, getattr(batch, self._attr), self._matches_ip)
+
+    def _matches_ip(self, text: str) -> bool:
+        got = _addr(text)
         if got is None:
             return False
         if got in self._exact:
@@ -104,7 +120,7 @@ class IPClause(Clause):
         return "in" if self._ranges else "is"
 
 
-class IdentityClause(Clause):
+class IdentityClause(EndpointClause):
     """source_identity / destination_identity: numbers, or the reserved names."""
 
     noun = "identity"
@@ -112,7 +128,6 @@ class IdentityClause(Clause):
     def __init__(self, values: Sequence[int], side: Side | None = None) -> None:
         super().__init__(values, side)
         self._set = frozenset(self.values)
-        self._endpoint = self.endpoint_getter()
 
     @staticmethod
     def parse(raw: Any) -> int:
@@ -133,8 +148,8 @@ class IdentityClause(Clause):
                            f"use a number (0-4294967295) or one of {', '.join(sorted(names))}",
                            "12345")
 
-    def predicate(self, flow: Flow) -> bool:
-        return self._endpoint(flow).identity in self._set
+    def matches_endpoint(self, ep: Endpoint) -> bool:
+        return ep.identity in self._set
 
     def sql(self) -> Sql:
         p = Params()

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text, in_set
 from spyglass.collector.filters.sql import Params, Sql, any_of
 from spyglass.model.enums import TCP_FLAG_BITS, TCP_FLAG_BY_NAME, Protocol
 from spyglass.model.flow import Flow
@@ -51,6 +54,11 @@ class PortClause(Clause):
     def predicate(self, flow: Flow) -> bool:
         return flow.protocol in _PORTED and getattr(flow, self._attr) in self._set
 
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        out: np.ndarray = in_set(batch.protocol, _PORTED)
+        out &= in_set(getattr(batch, self._attr), self._set)
+        return out
+
     def sql(self) -> Sql:
         p = Params()
         return (f"has({p.add(sorted(_PORTED), 'Array(UInt8)')}, protocol) AND "
@@ -76,6 +84,9 @@ class ProtocolClause(Clause):
 
     def predicate(self, flow: Flow) -> bool:
         return flow.protocol in self._set
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        return in_set(batch.protocol, self._set)
 
     def sql(self) -> Sql:
         p = Params()
@@ -117,6 +128,14 @@ class TCPFlagsClause(Clause):
             return False
         flags = flow.tcp_flags
         return any(flags & m == m for m in self._masks)
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        flags = batch.tcp_flags
+        out = np.zeros(len(batch), dtype=bool)
+        for m in self._masks:
+            out |= (flags & m) == m
+        out &= batch.protocol == int(Protocol.TCP)
+        return out
 
     def sql(self) -> Sql:
         p = Params()

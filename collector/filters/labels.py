@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.filters.base import Clause, Side, ValueProblem
+from spyglass.collector.filters.base import EndpointClause, Side, ValueProblem
 from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
-from spyglass.model.flow import Flow
+from spyglass.model.flow import Endpoint
 from spyglass.model.labels import LabelSelector, Requirement, SelectorError, index_labels
 
 
@@ -38,7 +38,7 @@ def _requirement_sql(r: Requirement, column: str, p: Params) -> str:
     return hit if r.op in ("=", "in") else f"NOT {hit}"
 
 
-class LabelClause(Clause):
+class LabelClause(EndpointClause):
     """source_label / destination_label: each value is a whole selector; values are ORed."""
 
     noun = "label"
@@ -46,7 +46,6 @@ class LabelClause(Clause):
     def __init__(self, values: Sequence[str], side: Side | None = None) -> None:
         super().__init__(values, side)
         self._selectors = tuple(LabelSelector.parse(v) for v in self.values)
-        self._endpoint = self.endpoint_getter()
 
     @staticmethod
     def parse(raw: Any) -> str:
@@ -60,8 +59,8 @@ class LabelClause(Clause):
         except SelectorError as e:
             raise ValueProblem(e.problem, e.fix) from None
 
-    def predicate(self, flow: Flow) -> bool:
-        index = index_labels(self._endpoint(flow).labels)
+    def matches_endpoint(self, ep: Endpoint) -> bool:
+        index = index_labels(ep.labels)
         return any(all(r.matches(index) for r in s.requirements) for s in self._selectors)
 
     def sql(self) -> Sql:

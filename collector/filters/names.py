@@ -14,9 +14,19 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from spyglass.collector.filters.base import Clause, Side, ValueProblem, as_text
+import numpy as np
+
+from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.filters.base import (
+    Clause,
+    EndpointClause,
+    Side,
+    ValueProblem,
+    as_text,
+    table_mask,
+)
 from spyglass.collector.filters.sql import Params, Sql, all_of, any_of
-from spyglass.model.flow import Flow, Service
+from spyglass.model.flow import Endpoint, Flow, Service
 
 # Namespace and name characters Kubernetes allows (DNS labels/subdomains), leniently.
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9.-]*)?", re.IGNORECASE)
@@ -89,7 +99,7 @@ def _match(ns: str, name: str, whole_ns: frozenset[str],
     return False
 
 
-class PodClause(Clause):
+class PodClause(EndpointClause):
     """source_pod / destination_pod."""
 
     noun = "pod"
@@ -97,14 +107,12 @@ class PodClause(Clause):
     def __init__(self, values: Sequence[str], side: Side | None = None) -> None:
         super().__init__(values, side)
         self._whole_ns, self._prefixes = _matcher(self.values)
-        self._endpoint = self.endpoint_getter()
 
     @staticmethod
     def parse(raw: Any) -> str:
         return parse_namespaced(raw, "pod", "shop/frontend")
 
-    def predicate(self, flow: Flow) -> bool:
-        ep = self._endpoint(flow)
+    def matches_endpoint(self, ep: Endpoint) -> bool:
         if not ep.namespace and not ep.pod_name:
             return False  # world, host: not a pod at all
         return _match(ep.namespace, ep.pod_name, self._whole_ns, self._prefixes)
@@ -137,10 +145,16 @@ class ServiceClause(Clause):
         return parse_namespaced(raw, "service", "shop/backend")
 
     def predicate(self, flow: Flow) -> bool:
-        svc: Service | None = getattr(flow, self._attr)
+        return self._matches_service(getattr(flow, self._attr))
+
+    def _matches_service(self, svc: Service | None) -> bool:
         if svc is None:
             return False
         return _match(svc.namespace, svc.name, self._whole_ns, self._prefixes)
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        return table_mask(batch.service_table, getattr(batch, self._attr),
+                          self._matches_service)
 
     def sql(self) -> Sql:
         p = Params()
@@ -156,7 +170,7 @@ class ServiceClause(Clause):
         return [show_namespaced(v) for v in self.values]
 
 
-class WorkloadClause(Clause):
+class WorkloadClause(EndpointClause):
     """source_workload / destination_workload: `[kind/]name`, exact name.
 
     Like Hubble, a part left out matches anything. The kind compares without
@@ -168,7 +182,6 @@ class WorkloadClause(Clause):
     def __init__(self, values: Sequence[str], side: Side | None = None) -> None:
         super().__init__(values, side)
         self._wanted = tuple(_split_workload(v) for v in self.values)
-        self._endpoint = self.endpoint_getter()
 
     @staticmethod
     def parse(raw: Any) -> str:
@@ -202,8 +215,8 @@ class WorkloadClause(Clause):
             d["name"] = name
         return d
 
-    def predicate(self, flow: Flow) -> bool:
-        for w in self._endpoint(flow).workloads:
+    def matches_endpoint(self, ep: Endpoint) -> bool:
+        for w in ep.workloads:
             kind = w.kind.lower()
             for want_kind, want_name in self._wanted:
                 if (not want_name or want_name == w.name) and (not want_kind or want_kind == kind):
