@@ -30,6 +30,7 @@ from spyglass.collector.abi import (
 from spyglass.collector.decoder import ClockOffset, DecodedBatch, Decoder
 from spyglass.collector.enrich import Enricher
 from spyglass.collector.enriched import EnrichedBatch
+from spyglass.collector.ring import FlowRing
 from spyglass.collector.uuids import UuidSource
 from spyglass.model.flow import Flow, PolicyRef, Service, Workload
 from spyglass.model.getters import EndpointInfo
@@ -226,3 +227,21 @@ def test_store_hook_feeds_the_writer_the_batch_rows() -> None:
     assert rows.column("uuid").to_pylist() == [f.uuid for f in fl]
     assert np.array_equal(rows.column("time").cast(pa.int64()).to_numpy(),
                           [f.time_ns for f in fl])
+
+
+def test_arrow_of_ring_slices_equals_the_ring_rows() -> None:
+    """The ring hands out slices of the collector's batches; each slice's Arrow rows are
+    exactly the rows of the Flows the ring reads back for the same sequence numbers."""
+    ring = FlowRing(127)
+    en = enricher()
+    for seed in range(5):
+        ring.write_batch(en.enrich_batch(random_batch(seed, 40)))  # 200 rows: 73 cut
+    chunks, _ = ring.read_chunks(ring.oldest + 17, 90)
+    slices = [c for c in chunks if isinstance(c, EnrichedBatch)]
+    assert len(slices) >= 3 and sum(map(len, slices)) == 90
+    got = pa.Table.from_batches([enriched_to_arrow(c) for c in slices])
+    flows, _ = ring.read_since(ring.oldest + 17, 90)
+    want = flows_to_arrow([f for f in flows if isinstance(f, Flow)])
+    assert got.schema == want.schema and _diff(got, want) == []
+    for c in slices:
+        assert_rows_are_the_flows(c)
