@@ -16,6 +16,7 @@ Column names are the `Flow` field names; a `*_table` is a lookup table.
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -256,28 +257,22 @@ class EnrichedBatch:
     def take(self, rows: np.ndarray) -> EnrichedBatch:
         """The rows at `rows` (indices or a boolean mask), in that order, sharing the
         tables: what a filtered or sliced read hands on without building any Flow."""
-        picked: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name.endswith("_table") or f.name == "node_name":
-                picked[f.name] = v
-            elif isinstance(v, UuidColumn):
-                picked[f.name] = v.take(rows)
-            else:
-                picked[f.name] = v[rows]
-        return EnrichedBatch(**picked)
+        return self._select(rows)
 
     def slice(self, lo: int, hi: int) -> EnrichedBatch:
         """Rows [lo, hi) as views of these columns."""
+        return self._select(slice(lo, hi))
+
+    def _select(self, rows: np.ndarray | builtins.slice) -> EnrichedBatch:
         picked: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name.endswith("_table") or f.name == "node_name":
-                picked[f.name] = v
+        for name in _FIELD_NAMES:
+            v = getattr(self, name)
+            if name in _SHARED:
+                picked[name] = v
             elif isinstance(v, UuidColumn):
-                picked[f.name] = v.slice(lo, hi)
+                picked[name] = v.select(rows)
             else:
-                picked[f.name] = v[lo:hi]
+                picked[name] = v[rows]
         return EnrichedBatch(**picked)
 
     def policy_columns(self) -> dict[str, np.ndarray]:
@@ -364,3 +359,8 @@ class EnrichedBatch:
                 kw[key] = self.policy_table[codes[j]]
             out[i] = kw
         return out
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(EnrichedBatch))
+#: What every selection of rows shares with the whole batch: the node and the tables.
+_SHARED = frozenset(n for n in _FIELD_NAMES if n.endswith("_table") or n == "node_name")

@@ -58,18 +58,15 @@ class UuidColumn:
     def __len__(self) -> int:
         return len(self.counters)
 
-    def take(self, rows: np.ndarray) -> UuidColumn:
-        """The ids at `rows` (indices or a boolean mask)."""
+    def select(self, rows: np.ndarray | slice) -> UuidColumn:
+        """The ids at `rows`: indices, a boolean mask or a slice."""
         if self.given is None:
             return UuidColumn(self.head, self.counters[rows])
+        if isinstance(rows, slice):
+            return UuidColumn("", self.counters[rows], self.given[rows])
         idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
         given = self.given
         return UuidColumn.of([given[i] for i in idx.tolist()])
-
-    def slice(self, lo: int, hi: int) -> UuidColumn:
-        if self.given is None:
-            return UuidColumn(self.head, self.counters[lo:hi])
-        return UuidColumn("", self.counters[lo:hi], self.given[lo:hi])
 
     def as_bytes(self) -> np.ndarray:
         """The ids as an (n, 36) uint8 array of ASCII, built in one numpy pass."""
