@@ -146,6 +146,7 @@ class ClientQueue:
         self.maxsize = maxsize
         self._items: deque[Event] = deque()
         self._ready = asyncio.Event()
+        self._space = asyncio.Event()  # set whenever the sender takes events out
         self.dropped = 0  # dropped since the last marker
         self.closed = False
         self.error: BaseException | None = None
@@ -203,7 +204,20 @@ class ClientQueue:
             self._ready.clear()
             await self._ready.wait()
         items = self._items
-        return [items.popleft() for _ in range(min(n, len(items)))]
+        taken = [items.popleft() for _ in range(min(n, len(items)))]
+        self._space.set()
+        return taken
+
+    async def wait_room(self, timeout_s: float) -> None:
+        """Give the sender up to `timeout_s` to make room (a client that keeps up on average
+        may still fall a burst behind)."""
+        if self.room() or self.closed:
+            return
+        self._space.clear()
+        try:
+            await asyncio.wait_for(self._space.wait(), timeout_s)
+        except TimeoutError:
+            pass
 
 
 class RingSkip:
@@ -403,7 +417,7 @@ async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: 
                         queue.offer(chunk)
                     continue
                 read += len(chunk)
-                _offer_rows(queue, chunk, mask, skip)
+                await _offer_rows(queue, chunk, mask, skip)
             queue.flush_marker()
             seq = next_seq
             if skip is not None and seq >= skip.until_seq:
@@ -427,21 +441,26 @@ def _texts(events: list[Event], node: str) -> list[str]:
     return [json.dumps(r) for r in responses(events, node)]
 
 
-def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | None,
-                skip: RingSkip | None) -> None:
+async def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | None,
+                      skip: RingSkip | None) -> None:
     """Queue the rows of one batch slice that the filter selects, as Flows, building only
-    as many as the queue has room for; the rest are counted as dropped, in line."""
-    rows = np.flatnonzero(mask(chunk)) if mask is not None else None
-    n = len(chunk) if rows is None else len(rows)
-    room = queue.room()
-    if n > room:
-        rows = np.arange(room) if rows is None else rows[:room]
-    picked = chunk if rows is None else chunk.take(rows)
-    for ev in picked.to_flows():
-        if skip is None or not skip.test(ev):
-            queue.offer(ev)
-    if n > room:
-        queue.drop(n - room)
+    as many as the queue has room for. When the queue fills, the sender gets one poll
+    interval to drain it; what still does not fit is counted as dropped, in line, without
+    being built (and while a drop is untold, the next rows are dropped at once)."""
+    rows = np.flatnonzero(mask(chunk)) if mask is not None else np.arange(len(chunk))
+    while len(rows):
+        queue.flush_marker()  # a drop told as soon as there is room, so room is real
+        room = queue.room()
+        if not room and not queue.dropped:
+            await queue.wait_room(POLL_INTERVAL_S)
+            room = queue.room()
+        if not room:
+            queue.drop(len(rows))
+            return
+        for ev in chunk.take(rows[:room]).to_flows():
+            if skip is None or not skip.test(ev):
+                queue.offer(ev)
+        rows = rows[room:]
 
 
 def _is_ring_marker(ev: object) -> TypeGuard[LostEvent]:
