@@ -122,12 +122,13 @@ class AgentOptions:
                                 kind=click.Path(exists=True, dir_okay=False))
     tls_key: str | None = _opt(None, "--tls-key", "PEM private key of --tls-cert.",
                                kind=click.Path(exists=True, dir_okay=False))
-    # 1024 pages = 4 MiB per CPU = 32,768 events of 128 bytes: a reader paused for 100 ms
-    # while one CPU writes 200k events/s (20,000 events) loses none, and at the demo's rate
-    # the rings hold minutes of an agent's restart (docs/collector.md, "Sizing").
-    perf_ring_pages: int = _opt(1024, "--perf-ring-pages", "Pages of each CPU's perf ring "
-                                "(a power of two; 1024 = 4 MiB, 100 ms of 200k events/s "
-                                "on one CPU).", kind=int)
+    # 2048 pages = 8 MiB per CPU = 65,536 events of 128 bytes: a reader stopped for 100-200
+    # ms while the CPUs write 200k events/s loses none (bench/ring_pause.py; 1024 pages lost
+    # 5% of a 100 ms stop, since up to a watermark's worth is already waiting), and at the
+    # demo's rate the rings hold minutes of an agent's restart (docs/collector.md).
+    perf_ring_pages: int = _opt(2048, "--perf-ring-pages", "Pages of each CPU's perf ring "
+                                "(a power of two; 2048 = 8 MiB: a 200 ms stop of the reader "
+                                "at 200k events/s).", kind=int)
     state_dir: str = _opt(defaults.STATE_DIR, "--state-dir", "Where the lab's and the "
                           "agent's records live (tests run their own).", hidden=True)
     pin_dir: str = _opt(defaults.PIN_DIR, "--pin-dir", "Where the datapath is pinned.",
