@@ -381,6 +381,9 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
                 break
             for text in _texts(evs, node):
                 await ws.send_text(text)
+            # A send into a socket with room does not suspend: yield once per batch, or a
+            # busy client's sender would keep every other stream's reader off the loop.
+            await asyncio.sleep(0)
         if disconnected.done():
             return
         if queue.error is not None:
