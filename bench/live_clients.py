@@ -79,6 +79,9 @@ def flood(up: Up, sender: str, ip: str, rate: int, seconds: int, sport: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--agent-arg", action="append", default=[],
+                    help="one more option for `spyglass agent` (repeatable), e.g. "
+                    "--agent-arg=--ring-capacity=262143")
     a = ap.parse_args()
     print(f"kernel {os.uname().release}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}; aggregation none, no store, {a.seconds} s")
@@ -88,7 +91,7 @@ def main() -> None:
         subprocess.run(["cc", "-O2", "-o", sender, str(SENDER_C)], check=True)
         up = lab_up(tmp, "sglc")
         try:
-            start_agent(up, "--monitor-aggregation", "none", store="none")
+            start_agent(up, "--monitor-aggregation", "none", *a.agent_arg, store="none")
             ip = up.pods()["e2e-b/server-1"]["ip"]
             probe = flood(up, sender, ip, 0, 1, 40000)  # the sender's maximum, measured
             one_pct = max(1, probe["sent"] // 100)
