@@ -32,12 +32,18 @@ delivered == written + STORE. HUBBLE_RING_BUFFER and CLIENT_QUEUE (a live client
 or too slow) are shown, but they are downstream of delivery. A rung is zero-loss when
 nothing was lost before the ring or to the store.
 
+--clients: in each rung of the Spyglass readers, two real `spyglass observe -f -o json`
+clients: A filtered on the source port that 1 in 100 of the sender's datagrams come from
+(FLOOD_SPLIT_SPORT), B unfiltered; per client, flows received and events told lost by
+source, checked against 2 x the split datagrams (A) and the ring's delivered count (B).
+
 Everything it makes is named by --prefix (netns `<prefix>-bench-*`, links `<prefix>*`,
 pins /sys/fs/bpf/spyglass-<prefix>-*), lives under --state-dir, and is removed by name
 and PID at the end, on error and on Ctrl-C. After a crash: `--cleanup`.
 
     sudo .venv/bin/python bench/collector_e2e.py [--rates 10000,20000,50000,100000,max]
-        [--seconds 5] [--refine 3] [--prefix sgbe] [--state-dir /tmp/sg/bench-e2e-state]
+        [--seconds 5] [--refine 3] [--clients] [--prefix sgbe]
+        [--state-dir /tmp/sg/bench-e2e-state]
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ DST_PORT = 9000
 SPORT = 40000
 PROBE_SPORT = 40001
 PROBE_MS = 10.0
+#: --clients: 1 of every SPLIT_EVERY datagrams goes from SPLIT_SPORT (client A's filter).
+SPLIT_SPORT = 40002
+SPLIT_EVERY = 100
 PAYLOAD = 64
 BCC_DEFAULT_PAGES = 8  # bcc's open_perf_buffer(page_cnt=8, wakeup_events=1)
 
@@ -205,6 +214,7 @@ class Counters:
 class SendResult:
     sent: int
     probes: int
+    split: int  # datagrams from SPLIT_SPORT (0 unless --clients)
     errors: int
     first_error: str
     elapsed_s: float
@@ -233,6 +243,12 @@ class Row:
     latency_ms: list[float]
     lost_cb: int
     refined: bool = False
+    clients: list[ClientResult] = field(default_factory=list)
+
+    @property
+    def collector_lost(self) -> int:
+        """Events lost by the collector itself: before the ring, to the store, refused."""
+        return self.ring_lost + self.store_lost + self.refused
 
     @property
     def ring_lost(self) -> int:
@@ -306,11 +322,15 @@ class Sender:
         self.seen = seen
         self.proc: subprocess.Popen[str] | None = None
 
-    def start(self, netns: str, dst: str, rate: int, seconds: float) -> subprocess.Popen[str]:
+    def start(self, netns: str, dst: str, rate: int, seconds: float,
+              split: bool = False) -> subprocess.Popen[str]:
         argv = ["ip", "netns", "exec", netns, self.binary, dst, str(DST_PORT), str(rate),
                 f"{seconds:g}", str(PAYLOAD), str(SPORT), str(PROBE_SPORT), f"{PROBE_MS:g}"]
+        env = dict(os.environ)
+        if split:
+            env.update(FLOOD_SPLIT_SPORT=str(SPLIT_SPORT), FLOOD_SPLIT_EVERY=str(SPLIT_EVERY))
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=env)
         self.seen.pids.add(self.proc.pid)
         return self.proc
 
@@ -324,7 +344,8 @@ class Sender:
         if proc.returncode != 0:
             raise BenchError(f"flood_sender failed ({proc.returncode}): {err.strip()}")
         raw = json.loads(out.strip().splitlines()[-1])
-        return SendResult(int(raw["sent"]), int(raw["probes"]), int(raw["errors"]),
+        return SendResult(int(raw["sent"]), int(raw["probes"]), int(raw.get("split", 0)),
+                          int(raw["errors"]),
                           str(raw["first_error"]), float(raw["elapsed_s"]),
                           float(raw["user_s"]) + float(raw["sys_s"]))
 
@@ -406,18 +427,29 @@ def run_rung(reader: Reader, sender: Sender, rate: int, seconds: float,
 
 
 def _rung(reader: Reader, sender: Sender, rate: int, seconds: float, refined: bool) -> Row:
-    reader.pump(0.3)
-    before = reader.counters()
-    reader.start_probe()
+    live = isinstance(reader, AgentReader) and reader.clients
+    clients: list[ObserveClient] = []
     try:
-        proc = sender.start(reader.sender_ns, reader.receiver_ip, rate, seconds)
-        reader.while_sending(proc)
-        result = sender.finish(seconds)
-        after = settle(reader, before)
+        if live:
+            assert isinstance(reader, AgentReader)
+            clients = reader.start_clients()
+        reader.pump(0.3)
+        before = reader.counters()
+        reader.start_probe()
+        try:
+            proc = sender.start(reader.sender_ns, reader.receiver_ip, rate, seconds, split=live)
+            reader.while_sending(proc)
+            result = sender.finish(seconds)
+            after = settle(reader, before)
+        finally:
+            latency = reader.stop_probe()
+        for c in clients:
+            c.wait_quiet()
     finally:
-        latency = reader.stop_probe()
+        results = [c.stop() for c in clients]
     row = delta(before, after, reader.name, rate, result, latency)
     row.refined = refined
+    row.clients = results
     return row
 
 
@@ -498,6 +530,82 @@ class LatencyClient:
         return self.samples
 
 
+@dataclass
+class ClientResult:
+    """What one `spyglass observe -f` client printed over a rung."""
+
+    name: str  # "A" (--from-port SPLIT_SPORT) or "B" (no filter)
+    flows: int
+    told_lost: dict[str, int]  # lost_events lines, by source
+    exit_code: int | None
+    stderr: str
+
+    @property
+    def client_lost(self) -> int:
+        return sum(self.told_lost.get(s, 0) for s in CLIENT_STAGE)
+
+    @property
+    def all_lost(self) -> int:
+        return sum(self.told_lost.values())
+
+
+class ObserveClient:
+    """The real CLI, `spyglass observe -f -o json [filter]`, its stdout counted by a thread."""
+
+    def __init__(self, name: str, url: str, filters: Sequence[str], seen: Seen,
+                 tmp: Path) -> None:
+        self.name = name
+        self.flows = 0
+        self.told_lost: dict[str, int] = {}
+        self.changed = time.monotonic()
+        self.err = tmp / f"observe-{name}.err"
+        argv = [SPYGLASS, "observe", "-f", "--server", url, "-o", "json", *filters]
+        with self.err.open("wb") as err:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
+                                         bufsize=1 << 16)
+        seen.pids.add(self.proc.pid)
+        self._thread = threading.Thread(target=self._read, name=f"observe-{name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "flow" in msg:
+                self.flows += 1
+            elif "lost_events" in msg:
+                ev = msg["lost_events"]
+                source = str(ev.get("source", "?"))
+                self.told_lost[source] = (self.told_lost.get(source, 0)
+                                          + int(ev.get("num_events_lost", 0)))
+            self.changed = time.monotonic()
+
+    def wait_quiet(self, quiet_s: float = 1.5, timeout_s: float = 120.0) -> None:
+        """Until nothing new was printed for `quiet_s` (the client drained its queue)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if time.monotonic() - self.changed >= quiet_s:
+                return
+            time.sleep(0.1)
+
+    def stop(self) -> ClientResult:
+        """SIGINT to our client by its PID (a follow's normal end), then read what is left."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._thread.join(timeout=15)
+        err = self.err.read_text(errors="replace").strip() if self.err.exists() else ""
+        return ClientResult(self.name, self.flows, dict(self.told_lost), self.proc.returncode,
+                            err[-500:])
+
+
 class AgentReader:
     """`spyglass up` on the bench manifest, with private names; read through its API."""
 
@@ -518,6 +626,7 @@ class AgentReader:
         self.probe: LatencyClient | None = None
         self.probe_errors: list[str] = []
         self.latency = True  # follow the probes with a WebSocket client
+        self.clients = False  # run the two `spyglass observe -f` clients in each rung
         self.ready_s = 0.0
 
     def start(self) -> None:
@@ -599,6 +708,25 @@ class AgentReader:
                 self.stop_probe()
                 return
             time.sleep(0.05)
+
+    def start_clients(self) -> list[ObserveClient]:
+        """Clients A (from the split port: 1% of the flood) and B (no filter), connected
+        and then 1 s idle before the rung's traffic."""
+        n0 = int(self.status().get("connected_clients", 0))
+        clients = [ObserveClient("A", self.url, ["--from-port", str(SPLIT_SPORT)], self.seen,
+                                 self.names.tmp),
+                   ObserveClient("B", self.url, [], self.seen, self.names.tmp)]
+        deadline = time.monotonic() + 20
+        while int(self.status().get("connected_clients", 0)) < n0 + 2:
+            dead = [c for c in clients if c.proc.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                results = [c.stop() for c in clients]
+                raise BenchError("the observe clients did not connect: "
+                                 + "; ".join(f"{r.name}: exit {r.exit_code} {r.stderr}"
+                                             for r in results))
+            time.sleep(0.05)
+        time.sleep(1.0)
+        return clients
 
     def log_tail(self, chars: int = 2500) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -852,6 +980,55 @@ def print_table(title: str, rows: Sequence[Row], latency_name: str) -> None:
             print("  " + "  ".join("-" * w for w in widths))
 
 
+CLIENT_HEADER = ("rate", "sent pkt/s", "A recv / expected", "A told lost", "A",
+                 "B recv", "B told lost (by source)", "B recv+lost / delivered", "B",
+                 "collector lost")
+
+
+def lost_text(lost: dict[str, int]) -> str:
+    return ", ".join(f"{s}={n:,}" for s, n in sorted(lost.items()) if n) or "0"
+
+
+def client_cells(r: Row) -> tuple[str, ...]:
+    a = next((c for c in r.clients if c.name == "A"), None)
+    b = next((c for c in r.clients if c.name == "B"), None)
+    cells = [("~" if r.refined else "") + rate_label(r.target), k(r.send.pps)]
+    if a is not None:
+        want = 2 * r.send.split
+        ok = a.flows == want and a.all_lost == 0
+        cells += [f"{a.flows:,} / {want:,}", lost_text(a.told_lost),
+                  "keeps up" if ok else f"off by {a.flows - want:+,}"]
+    else:
+        cells += ["-", "-", "-"]
+    if b is not None:
+        told = b.flows + b.client_lost
+        ok = told == r.delivered
+        cells += [f"{b.flows:,}", lost_text(b.told_lost), f"{told:,} / {r.delivered:,}",
+                  ("keeps up" if b.client_lost == 0 else "told exactly") if ok
+                  else f"off by {told - r.delivered:+,}"]
+    else:
+        cells += ["-", "-", "-", "-"]
+    cells.append(f"{r.collector_lost:,}" + ("" if r.collector_lost == 0
+                                            else f" ({lost_text(r.lost)})"))
+    return tuple(cells)
+
+
+def print_clients(rows: Sequence[Row]) -> None:
+    cells = [CLIENT_HEADER] + [client_cells(r) for r in rows if r.clients]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(CLIENT_HEADER))]
+    print(f"  live clients: A = observe -f --from-port {SPLIT_SPORT} (1 in {SPLIT_EVERY} "
+          "datagrams; expected 2 events each), B = observe -f, no filter")
+    for i, line in enumerate(cells):
+        print("    " + "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+        if i == 0:
+            print("    " + "  ".join("-" * w for w in widths))
+    for r in rows:
+        for c in r.clients:
+            if c.exit_code not in (0, None) or c.stderr:
+                print(f"    client {c.name} at {rate_label(r.target)}: exit {c.exit_code}; "
+                      f"{c.stderr}")
+
+
 def kpps(pps: float) -> str:
     return f"{pps / 1000:.1f}k"
 
@@ -899,7 +1076,12 @@ def run_reader(reader: AgentReader | BccReader, sender: Sender, rates: Sequence[
     if isinstance(reader, AgentReader):
         print(f"   spyglass up served in {reader.ready_s:.1f}s; agent pid {reader.agent_pid}",
               flush=True)
+    live = isinstance(reader, AgentReader) and reader.clients
+    if isinstance(reader, AgentReader):
+        reader.clients = False
     warm = run_rung(reader, sender, 1000, 1.0)
+    if isinstance(reader, AgentReader):
+        reader.clients = live
     print(f"   warm-up, 1k pkt/s for 1 s: {warm.send.sent:,} packets, {warm.offered:,} events "
           f"offered ({warm.offered / max(1, warm.send.sent):.2f} per packet), "
           f"{warm.delivered:,} delivered", flush=True)
@@ -1001,6 +1183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "bcc (bcc's defaults: 8 pages per CPU), bcc:PAGES (another page_cnt)")
     ap.add_argument("--no-latency", action="store_true",
                     help="no latency client: the agent serves no live stream during the rungs")
+    ap.add_argument("--clients", action="store_true",
+                    help="in each rung of the Spyglass readers, two `spyglass observe -f` "
+                         f"clients: A filtered on port {SPLIT_SPORT} (1%% of the flood), "
+                         "B unfiltered; report what each received and was told it lost")
     ap.add_argument("--prefix", default="sgbe", help="lab netns/link prefix (unique per run)")
     ap.add_argument("--state-dir", default="/tmp/sg/bench-e2e-state")
     ap.add_argument("--pod-cidr", default="10.201.90.0/24")
@@ -1038,6 +1224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if which.startswith("bcc")
                     else AgentReader(names, seen, which == "chdb", manifest))
                 reader.latency = not args.no_latency
+                if isinstance(reader, AgentReader):
+                    reader.clients = args.clients
                 try:
                     results[reader.name] = run_reader(reader, sender, args.rates, args.seconds,
                                                       args.refine)
@@ -1074,7 +1262,10 @@ def rows_json(r: Row) -> dict[str, Any]:
             "lost_cb": r.lost_cb, "reader_cpu_s": r.cpu_s, "machine_busy_s": r.busy_s,
             "latency_p50_ms": r.pct(0.5), "latency_p99_ms": r.pct(0.99),
             "latency_n": len(r.latency_ms), "balanced": r.balanced,
-            "store_balanced": r.store_balanced, "zero_loss": r.zero_loss}
+            "store_balanced": r.store_balanced, "zero_loss": r.zero_loss,
+            "split": r.send.split,
+            "clients": [{"name": c.name, "flows": c.flows, "told_lost": c.told_lost,
+                         "exit_code": c.exit_code} for c in r.clients]}
 
 
 def report(results: dict[str, list[Row]], args: argparse.Namespace) -> None:
@@ -1089,6 +1280,8 @@ def report(results: dict[str, list[Row]], args: argparse.Namespace) -> None:
         what = "offered == delivered + lost before the ring"
         what += " and delivered == stored + STORE" if store else ""
         print(f"  accounting {what}: {'holds on every row' if ok else 'DOES NOT HOLD (see rows)'}")
+        if any(r.clients for r in rows):
+            print_clients(rows)
     print("\nzero-loss rate (fastest rung with nothing lost before the ring or to the store)")
     zl: dict[str, float | None] = {}
     for name, rows in results.items():

@@ -11,8 +11,13 @@
  * (a filter on the source port), so that measuring latency costs the agent little at
  * any rate. Probes count in `sent`.
  *
- * Prints one JSON line: {"sent", "probes", "errors", "first_error", "elapsed_s",
- * "user_s", "sys_s"}; `sent` counts the datagrams the kernel accepted.
+ * Optional, by environment (the arguments above keep their meaning): with
+ * FLOOD_SPLIT_SPORT=PORT, after every FLOOD_SPLIT_EVERY - 1 flood datagrams (default
+ * 100: 1% of the flood) one more goes from PORT, so that a filter on that source port
+ * selects a known share of the flood. Split datagrams count in `sent` and in `split`.
+ *
+ * Prints one JSON line: {"sent", "probes", "split", "errors", "first_error",
+ * "elapsed_s", "user_s", "sys_s"}; `sent` counts the datagrams the kernel accepted.
  *
  * cc -O2 -Wall -o flood_sender flood_sender.c
  */
@@ -96,8 +101,18 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	const char *split_env = getenv("FLOOD_SPLIT_SPORT");
+	const char *every_env = getenv("FLOOD_SPLIT_EVERY");
+	int split_port = split_env && *split_env ? atoi(split_env) : 0;
+	long split_every = every_env && *every_env ? atol(every_env) : 100;
+	if (split_port < 0 || split_port > 65535 || split_every < 2) {
+		fprintf(stderr, "FLOOD_SPLIT_SPORT must be 0..65535, FLOOD_SPLIT_EVERY >= 2\n");
+		return 2;
+	}
+
 	int fd = udp_socket(sport, &dst);
 	int probe_fd = probe_ms > 0 ? udp_socket(probe_sport, &dst) : -1;
+	int split_fd = split_port > 0 ? udp_socket((uint16_t)split_port, &dst) : -1;
 
 	static char buf[BURST][MAX_PAYLOAD];
 	struct iovec iov[BURST];
@@ -111,7 +126,7 @@ int main(int argc, char **argv)
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
 
-	uint64_t sent = 0, probes = 0, errors = 0;
+	uint64_t sent = 0, probes = 0, split = 0, flood = 0, errors = 0;
 	int first_error = 0;
 	const uint64_t t0 = now_ns();
 	const uint64_t end = t0 + (uint64_t)(seconds * 1e9);
@@ -164,19 +179,36 @@ int main(int argc, char **argv)
 			}
 			off += n;
 			sent += (uint64_t)n;
+			flood += (uint64_t)n;
+		}
+		/* One split datagram per split_every - 1 flood datagrams: 1/split_every of all. */
+		while (split_fd >= 0 && flood / (uint64_t)(split_every - 1) > split) {
+			if (send(split_fd, buf[0], (size_t)payload, 0) == payload) {
+				split++;
+				sent++;
+			} else {
+				errors++;
+				if (!first_error)
+					first_error = errno;
+				if ((errno != ENOBUFS && errno != EAGAIN) || now_ns() >= end)
+					break;
+			}
 		}
 		k++;
 	}
 	double elapsed = (double)(now_ns() - t0) / 1e9;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	printf("{\"sent\": %llu, \"probes\": %llu, \"errors\": %llu, \"first_error\": \"%s\", "
-	       "\"elapsed_s\": %.6f, \"user_s\": %.6f, \"sys_s\": %.6f}\n",
-	       (unsigned long long)sent, (unsigned long long)probes, (unsigned long long)errors,
+	printf("{\"sent\": %llu, \"probes\": %llu, \"split\": %llu, \"errors\": %llu, "
+	       "\"first_error\": \"%s\", \"elapsed_s\": %.6f, \"user_s\": %.6f, \"sys_s\": %.6f}\n",
+	       (unsigned long long)sent, (unsigned long long)probes, (unsigned long long)split,
+	       (unsigned long long)errors,
 	       first_error ? strerror(first_error) : "", elapsed, tv_s(ru.ru_utime),
 	       tv_s(ru.ru_stime));
 	close(fd);
 	if (probe_fd >= 0)
 		close(probe_fd);
+	if (split_fd >= 0)
+		close(split_fd);
 	return 0;
 }
