@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from spyglass.agent.labview import LabView, LabWatcher
 from spyglass.agent.options import AgentOptions
 from spyglass.agent.policies import PodView, PolicyManager
@@ -293,8 +291,7 @@ class Agent:
     # -- queries (FlowSource) -----------------------------------------------------------
 
     def flow_by_uuid(self, uuid: str) -> Flow | None:
-        found = self.ring.last(1, lambda b: np.array([u == uuid for u in b.uuids], dtype=bool),
-                               lost=False)
+        found = self.ring.last(1, lambda b: b.uuid.matches(uuid), lost=False)
         return found[0] if found and isinstance(found[0], Flow) else None
 
     def writer_stats(self) -> WriterStats | None:

@@ -31,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from harness import SPYGLASS, Up, down, lab_up, start_agent  # noqa: E402
-from test_flood_accounting import SENDER_C, snapshot  # noqa: E402
+from harness import SPYGLASS, Up, build_flood_sender, down, lab_up, start_agent  # noqa: E402
+from test_flood_accounting import snapshot  # noqa: E402
 
 
 class Client:
@@ -87,8 +87,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}; aggregation none, no store, {a.seconds} s")
     with tempfile.TemporaryDirectory(prefix="sg-live-clients-") as d:
         tmp = Path(d)
-        sender = str(tmp / "flood_sender")
-        subprocess.run(["cc", "-O2", "-o", sender, str(SENDER_C)], check=True)
+        sender = build_flood_sender(tmp)
         up = lab_up(tmp, "sglc")
         try:
             start_agent(up, "--monitor-aggregation", "none", *a.agent_arg, store="none")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from harness import Up, down, lab_up, start_agent  # noqa: E402
-from test_flood_accounting import SENDER_C, snapshot  # noqa: E402
+from harness import Up, build_flood_sender, down, lab_up, start_agent  # noqa: E402
+from test_flood_accounting import snapshot  # noqa: E402
 
 RATE = 100_000  # packets/s; 2 events each with aggregation none
 SECONDS = 5
@@ -77,8 +76,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}; {RATE:,} packets/s for {SECONDS} s, aggregation none")
     with tempfile.TemporaryDirectory(prefix="sg-ring-pause-") as d:
         tmp = Path(d)
-        sender = str(tmp / "flood_sender")
-        subprocess.run(["cc", "-O2", "-o", sender, str(SENDER_C)], check=True)
+        sender = build_flood_sender(tmp)
         for pages in (int(p) for p in a.pages.split(",")):
             run(pages, [int(p) for p in a.pauses.split(",")], sender, tmp)
 

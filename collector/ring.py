@@ -72,9 +72,7 @@ def chunk_events(chunk: Chunk, mask: Mask | None = None) -> list[Event]:
     if mask is None:
         return list(chunk.to_flows())
     rows = mask(chunk)
-    if not rows.any():
-        return []
-    return list(chunk.take(rows).to_flows()) if not rows.all() else list(chunk.to_flows())
+    return list((chunk if rows.all() else chunk.take(rows)).to_flows())
 
 
 class FlowRing:
@@ -306,8 +304,8 @@ class FlowRing:
         """(oldest, newest) flow time held, or None when no flow is held."""
         with self._lock:
             chunks = self._slice(max(0, self._head - self._capacity), self._head)
-        times = [int(c.time_ns.min()) for c in chunks if not isinstance(c, LostEvent)]
-        if not times:
+        spans = [(int(c.time_ns.min()), int(c.time_ns.max())) for c in chunks
+                 if not isinstance(c, LostEvent)]
+        if not spans:
             return None
-        newest = max(int(c.time_ns.max()) for c in chunks if not isinstance(c, LostEvent))
-        return min(times), newest
+        return min(lo for lo, _ in spans), max(hi for _, hi in spans)

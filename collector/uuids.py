@@ -68,6 +68,21 @@ class UuidColumn:
         given = self.given
         return UuidColumn.of([given[i] for i in idx.tolist()])
 
+    def matches(self, uuid: str) -> np.ndarray:
+        """Rows whose id is `uuid`, as a mask: one comparison of the counter column, no
+        formatting (a lookup by id scans the whole flow ring)."""
+        if self.given is not None:
+            return np.array([u == uuid for u in self.given], dtype=bool)
+        nothing = np.zeros(len(self), dtype=bool)
+        if len(uuid) != UUID_LEN or not uuid.startswith(self.head) or uuid[23] != "-":
+            return nothing
+        try:
+            counter = int(uuid[19:23] + uuid[24:], 16)
+        except ValueError:
+            return nothing
+        hit: np.ndarray = self.counters == np.uint64(counter)
+        return hit
+
     def as_bytes(self) -> np.ndarray:
         """The ids as an (n, 36) uint8 array of ASCII, built in one numpy pass."""
         n = len(self)

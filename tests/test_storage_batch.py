@@ -214,6 +214,12 @@ def test_uuid_column_formats_like_the_flows_and_keeps_given_ids() -> None:
     assert uuid_array(eb.take(np.array([5, 2])).uuid).to_pylist() == [eb.uuids[5], eb.uuids[2]]
     odd = EnrichedBatch.from_flows([flow(1), flow(2)])  # ids of another shape, kept as given
     assert uuid_array(odd.uuid).to_pylist() == [flow(1).uuid, flow(2).uuid]
+    for i in (0, 17, 49):
+        assert np.flatnonzero(eb.uuid.matches(eb.uuids[i])).tolist() == [i]
+    for other in ("01234567-89ab-cdef-0000-0000000000zz", "short", eb.uuids[3].upper(),
+                  "ffffffff-89ab-cdef-0000-000000000001"):
+        assert not eb.uuid.matches(other).any()
+    assert odd.uuid.matches(flow(2).uuid).tolist() == [False, True]
 
 
 def test_store_hook_feeds_the_writer_the_batch_rows() -> None:

@@ -235,6 +235,16 @@ def stop_up(up: Up) -> None:
 
 # -- the split lifecycle: `spyglass lab up`, then agents that come and go -----------------
 
+FLOOD_SENDER_C = HERE.parents[1] / "bench" / "flood_sender.c"
+
+
+def build_flood_sender(directory: Path) -> str:
+    """bench/flood_sender.c compiled into `directory` (gcc, which setup installs)."""
+    out = str(directory / "flood_sender")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", out, str(FLOOD_SENDER_C)], check=True)
+    return out
+
+
 def lab_up(tmp: Path, name: str, extra: str = "") -> Up:
     """`spyglass lab up` on the test manifest (it returns once the pods run); no agent yet.
 

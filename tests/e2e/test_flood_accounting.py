@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import ctypes as ct
 import os
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import Up, down, lab_up, start_agent
+from harness import Up, build_flood_sender, down, lab_up, start_agent
 
 from spyglass.bpf.pins import read_percpu_u64
 
 pytestmark = pytest.mark.e2e
 
-SENDER_C = Path(__file__).resolve().parents[2] / "bench" / "flood_sender.c"
 FLOOD_S = 2
 #: Sources of losses the collector counts for events the datapath offered (not a client's
 #: or the flow ring's, which happen after delivery).
@@ -37,8 +34,7 @@ COLLECTOR_LOSSES = ("PERF_EVENT_RING_BUFFER", "UNKNOWN_LOST_EVENT_SOURCE", "AGEN
 @pytest.fixture(scope="module")
 def flood_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Up, str]]:
     tmp = tmp_path_factory.mktemp("flood")
-    sender = str(tmp / "flood_sender")
-    subprocess.run(["cc", "-O2", "-Wall", "-o", sender, str(SENDER_C)], check=True)
+    sender = build_flood_sender(tmp)
     up = lab_up(tmp, "sgf")
     try:
         start_agent(up, "--monitor-aggregation", "none", store="none")
