@@ -22,6 +22,7 @@ and drops a client that does not answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -62,6 +63,20 @@ STREAM_DEFAULT_LAST = 0
 SEND_BATCH = 256
 #: Events one client may have waiting to be sent; past it they become CLIENT_QUEUE losses.
 CLIENT_QUEUE_SIZE = 4096
+#: The share of one CPU that one client's sender may spend serialising and sending. A
+#: client that would take more (one with no filter, under a flood) is held to it: its
+#: queue fills and the rest is counted as CLIENT_QUEUE. Without a cap, such a client
+#: keeps the interpreter from the collector's thread and the other clients' readers, and
+#: they lose events for it (measured in bench/README.md, "Live clients").
+CLIENT_CPU_SHARE = 0.25
+#: CPU-seconds a client may spend at once before its share applies (one poll's worth of
+#: a whole CPU, so a burst after a quiet spell goes out at full speed).
+CLIENT_CPU_BURST_S = POLL_INTERVAL_S
+#: A reader further behind the ring's head than this fraction of its capacity does not
+#: wait for its queue to drain: it drops what does not fit, so that it catches up and
+#: is never lapped by a client that is merely slow (the loss is then the client's own,
+#: CLIENT_QUEUE, not the ring's).
+PATIENT_LAG = 0.25
 #: History is read in pages of this many flows before the stream switches to live.
 HISTORY_PAGE = 5000
 #: Uuids remembered to skip ring flows the history already sent (bounds memory).
@@ -220,6 +235,32 @@ class ClientQueue:
             pass
 
 
+class CpuBudget:
+    """A token bucket of CPU time: `share` CPU-seconds per second, at most `burst_s` saved.
+
+    The sender charges what each batch cost and pauses for as long as it overdrew, so a
+    client's long-run cost is bounded by `share` whatever it asks for.
+    """
+
+    def __init__(self, share: float, burst_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if not 0 < share <= 1 or burst_s < 0:
+            raise ValueError(f"a CPU budget needs 0 < share <= 1 and burst >= 0, got "
+                             f"share={share}, burst={burst_s}")
+        self.share = share
+        self.burst_s = burst_s
+        self._clock = clock
+        self._credit = burst_s
+        self._at = clock()
+
+    def charge(self, cpu_s: float) -> float:
+        """Spend `cpu_s`; the seconds to pause before spending again (0 within budget)."""
+        now = self._clock()
+        self._credit = min(self.burst_s, self._credit + (now - self._at) * self.share) - cpu_s
+        self._at = now
+        return -self._credit / self.share if self._credit < 0 else 0.0
+
+
 class RingSkip:
     """Which ring events a new reader must not send again, until it passes `until_seq`."""
 
@@ -374,16 +415,19 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
     disconnected.add_done_callback(lambda _: queue.close())
     hub._enter()  # counted once its cursor is set: from here on no event is missed
     reader = asyncio.ensure_future(_read_ring(ring, hub, queue, seq, skip, mask))
+    budget = CpuBudget(CLIENT_CPU_SHARE, CLIENT_CPU_BURST_S)
     try:
         while True:
             evs = await queue.get_many(SEND_BATCH)
             if not evs:
                 break
+            spent = time.thread_time()
             for text in _texts(evs, node):
                 await ws.send_text(text)
-            # A send into a socket with room does not suspend: yield once per batch, or a
-            # busy client's sender would keep every other stream's reader off the loop.
-            await asyncio.sleep(0)
+            # A send into a socket with room does not suspend: yield once per batch (or
+            # for as long as the budget says), or a busy client's sender would keep the
+            # collector and every other stream's reader off the interpreter.
+            await asyncio.sleep(budget.charge(time.thread_time() - spent))
         if disconnected.done():
             return
         if queue.error is not None:
@@ -405,6 +449,7 @@ async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: 
     keep up costs the agent little more than one that can.
     """
     skip = skip_first
+    patience = int(ring.capacity * PATIENT_LAG)
     try:
         while not queue.closed:
             # Sampled before the read, so everything written before shutdown is sent.
@@ -419,8 +464,9 @@ async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: 
                     if skip is None or not skip.test(chunk):
                         queue.offer(chunk)
                     continue
+                await _offer_rows(queue, chunk, mask, skip,
+                                  functools.partial(_near_head, ring, seq + read, patience))
                 read += len(chunk)
-                await _offer_rows(queue, chunk, mask, skip)
             queue.flush_marker()
             seq = next_seq
             if skip is not None and seq >= skip.until_seq:
@@ -438,6 +484,11 @@ async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: 
         queue.close(exc)
 
 
+def _near_head(ring: RingReader, chunk_seq: int, patience: int, row: int) -> bool:
+    """Whether row `row` of the chunk that starts at `chunk_seq` is near the ring's head."""
+    return ring.head - (chunk_seq + row) < patience
+
+
 def _texts(events: list[Event], node: str) -> list[str]:
     """The messages of a batch of events, serialised together (`responses` shares the
     endpoints' JSON across the batch)."""
@@ -445,16 +496,19 @@ def _texts(events: list[Event], node: str) -> list[str]:
 
 
 async def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | None,
-                      skip: RingSkip | None) -> None:
+                      skip: RingSkip | None, patient: Callable[[int], bool] = lambda row: True,
+                      ) -> None:
     """Queue the rows of one batch slice that the filter selects, as Flows, building only
-    as many as the queue has room for. When the queue fills, the sender gets one poll
-    interval to drain it; what still does not fit is counted as dropped, in line, without
-    being built (and while a drop is untold, the next rows are dropped at once)."""
+    as many as the queue has room for. When the queue fills, a reader that is still
+    `patient(row)` (near the ring's head) gives the sender one poll interval to drain it; what
+    still does not fit is counted as dropped, in line, without being built (and while a
+    drop is untold, the next rows are dropped at once). Once the reader has fallen behind,
+    it drops at once, so a slow client never gets its reader lapped."""
     rows = np.flatnonzero(mask(chunk)) if mask is not None else np.arange(len(chunk))
     while len(rows):
         queue.flush_marker()  # a drop told as soon as there is room, so room is real
         room = queue.room()
-        if not room and not queue.dropped:
+        if not room and not queue.dropped and patient(int(rows[0])):
             await queue.wait_room(POLL_INTERVAL_S)
             room = queue.room()
         if not room:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support import FakeSource, flow
+from support import FakeSource, flow, flows
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -29,7 +29,7 @@ from spyglass.api.app import create_app
 from spyglass.api.history import history_page
 from spyglass.api.params import decode_cursor, encode_cursor
 from spyglass.api.serve import serve_in_thread
-from spyglass.api.stream import ClientQueue, StreamHub
+from spyglass.api.stream import POLL_INTERVAL_S, ClientQueue, CpuBudget, StreamHub
 from spyglass.collector.filters import FilterSet, build_from_query
 from spyglass.collector.lost import LossLedger
 from spyglass.collector.ring import FlowRing
@@ -315,6 +315,74 @@ def test_client_queue_reports_its_overflow_in_place() -> None:
     # Counted in the agent's ledger, and told only to the client (the marker above).
     assert losses.totals() == {LostEventSource.CLIENT_QUEUE: 3}
     assert losses.due(0.0, 0, force=True) == []
+
+
+def _reader_after_flood(capacity: int, written: int, queue_size: int,
+                        ) -> tuple[ClientQueue, StreamHub, list[float]]:
+    """Run one client's ring reader over `written` flows with nobody draining its queue,
+    until it has read them all; (its queue, the hub, every grace wait it asked for)."""
+    import asyncio
+
+    from spyglass.api.stream import _read_ring
+
+    ring = FlowRing(capacity)
+    ring.write_many(flows(written))
+    hub = StreamHub(LossLedger())
+    waits: list[float] = []
+
+    async def run() -> ClientQueue:
+        q = ClientQueue(hub, maxsize=queue_size)
+
+        async def no_drain(timeout_s: float) -> None:  # the sender never takes anything
+            waits.append(timeout_s)
+
+        q.wait_room = no_drain  # type: ignore[method-assign]
+        task = asyncio.ensure_future(_read_ring(ring, hub, q, 0, None, None))
+        while len(q) + q.dropped < written:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        return q
+
+    return asyncio.run(run()), hub, waits
+
+
+def test_a_reader_far_behind_drops_at_once_instead_of_being_lapped() -> None:
+    """A quarter of the ring or more behind, a full queue gets no grace: the reader drops
+    the rest as CLIENT_QUEUE and catches up, so its client's loss is told as its own."""
+    q, hub, waits = _reader_after_flood(capacity=1023, written=1000, queue_size=10)
+    assert waits == []
+    assert len(q) == 10 and q.dropped == 990
+    assert hub.client_lost == 990 and hub.ring_lost == 0
+
+
+def test_a_reader_near_the_head_gives_a_full_queue_one_grace_wait() -> None:
+    q, hub, waits = _reader_after_flood(capacity=(1 << 16) - 1, written=1000, queue_size=10)
+    assert waits == [POLL_INTERVAL_S]  # once; then the untold drop takes the rest at once
+    assert len(q) == 10 and hub.client_lost == 990 and hub.ring_lost == 0
+
+
+def test_cpu_budget_holds_a_sender_to_its_share() -> None:
+    now = [0.0]
+    b = CpuBudget(0.25, burst_s=0.05, clock=lambda: now[0])
+    assert b.charge(0.04) == 0.0  # within the saved burst
+    pause = b.charge(0.03)  # 0.02 overdrawn at 0.25 CPU-s per second: 80 ms
+    assert pause == pytest.approx(0.08)
+    now[0] += pause
+    assert b.charge(0.0) == pytest.approx(0.0)
+    # Long run: whatever it asks for, spent / elapsed tends to the share.
+    spent = 0.0
+    for _ in range(1000):
+        spent += 0.01
+        now[0] += 0.001 + b.charge(0.01)
+    assert spent / now[0] == pytest.approx(0.25, rel=0.02)
+    now[0] += 100  # a quiet spell saves at most the burst
+    assert b.charge(0.05) == 0.0 and b.charge(0.001) > 0
+
+
+@pytest.mark.parametrize(("share", "burst"), [(0, 0.05), (1.5, 0.05), (0.5, -1)])
+def test_cpu_budget_rejects_nonsense(share: float, burst: float) -> None:
+    with pytest.raises(ValueError, match="CPU budget"):
+        CpuBudget(share, burst)
 
 
 class RawClient:

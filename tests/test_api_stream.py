@@ -142,7 +142,8 @@ def test_slow_client_loses_flows_but_never_silently(served: Served) -> None:
             if msg == want_end:
                 break
             if "lost_events" in msg:
-                assert msg["lost_events"]["source"] == "HUBBLE_RING_BUFFER"
+                # Lapped by the ring while it did not run, or dropping to catch up.
+                assert msg["lost_events"]["source"] in ("HUBBLE_RING_BUFFER", "CLIENT_QUEUE")
                 lost += msg["lost_events"]["num_events_lost"]
             else:
                 delivered += 1
