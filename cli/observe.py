@@ -136,9 +136,8 @@ def _observe(**kw: Any) -> None:
                     params.append(("since", since))
                 elif kw["last"]:
                     params.append(("last", str(kw["last"])))
-                for body in client.stream(params):
+                for body in client.stream(params, on_idle=sys.stdout.flush):
                     _print(printer, body)
-                    sys.stdout.flush()
             elif since is not None or until is not None:
                 for body in history(client, params, since, until, kw["first"], kw["last"]):
                     _print(printer, body)
@@ -206,6 +205,11 @@ def _pages(client: Any, base: list[tuple[str, str]], selector: str, total: int |
 
 
 def _print(printer: Printer, body: dict[str, Any]) -> None:
+    if printer.output == "json":
+        # The server's message is already the GetFlowsResponse to print: re-reading it
+        # into a Flow only to write it back cost most of `observe -o json`'s time.
+        printer.print_response(body)
+        return
     try:
         ev = event_from_response(body)
     except (ValueError, KeyError, TypeError) as exc:

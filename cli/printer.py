@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.text import Text
@@ -234,6 +234,14 @@ class Printer:
             self._dict(ev, node)
         else:
             self._table_row(self._row(ev, node))
+        self._count += 1
+
+    def print_response(self, body: dict[str, Any]) -> None:
+        """Print a GetFlowsResponse as it came from the server (`-o json` only)."""
+        if self.output != "json":
+            raise ValueError(f"a response is printed as it is only in json output, not "
+                             f"{self.output}")
+        self._emit(Text(json.dumps(body, separators=(",", ":"))))
         self._count += 1
 
     def close(self) -> None:

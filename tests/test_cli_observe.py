@@ -301,6 +301,57 @@ def test_follow_reports_lost_events_inline(fresh: Served) -> None:
     assert lines[1:] == compact([flow(99)]).splitlines()
 
 
+def test_follow_json_prints_the_servers_responses(fresh: Served) -> None:
+    """`-f -o json` prints each response as the server sent it (no Flow round trip), lost
+    events included, exactly as `-o json` without -f prints them."""
+    ring = fresh.source.ring
+    lost = LostEvent(time_ns=T0 + 5, source=LostEventSource.PERF_EVENT_RING_BUFFER,
+                     num_events_lost=3, cpu=1)
+    live: list[Event] = [flow(0), lost, flow(1, verdict=Verdict.DROPPED)]
+
+    def writer() -> None:
+        wait_until(lambda: fresh.app.state.streams.active == 1, "observe -f to connect")
+        ring.write_many(live)
+        fresh.server.should_exit = True
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        result = observe(fresh, "-f", "-o", "json")
+    finally:
+        thread.join()
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        event_to_response(ev, NODE) for ev in live]
+    assert all(", " not in line for line in result.stdout.splitlines())  # compact, as -o json
+
+
+class ScriptedConnection:
+    """A stand-in for websockets' sync connection: `script` items are messages, and None
+    means nothing is waiting (recv(timeout=0) times out, and a blocking recv goes on)."""
+
+    def __init__(self, script: list[str | None]) -> None:
+        self.script = script
+
+    def recv(self, timeout: float | None = None) -> str:
+        if self.script[0] is None:
+            if timeout == 0:
+                raise TimeoutError
+            self.script.pop(0)
+        return self.script.pop(0)  # type: ignore[return-value]
+
+
+def test_stream_flushes_once_per_burst_not_per_message() -> None:
+    from spyglass.cli.client import _messages
+
+    seen: list[str] = []
+    conn = ScriptedConnection(["a", "b", None, "c", None, "d", "e"])
+    it = _messages(conn, lambda: seen.append("idle"))  # type: ignore[arg-type]
+    for _ in range(5):
+        seen.append(str(next(it)))
+    assert seen == ["a", "b", "idle", "c", "idle", "d", "e"]
+
+
 def test_ctrl_c_ends_follow_quietly(fresh: Served) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "spyglass.cli.main", "observe", "-f", "--server", fresh.url],
