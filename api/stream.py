@@ -150,8 +150,11 @@ class ClientQueue:
     """A bounded FIFO of one client's events that reports its own overflow in line.
 
     Only the event loop touches it (the reader task and the sender), so it
-    needs no lock. One slot past `maxsize` is kept for the loss marker, so a
-    gap is always reported where it happened, even when the queue is full.
+    needs no lock. Flows past `maxsize` are dropped and counted; loss records (the
+    agent's own LostEvents) never are: while the queue is full they are summed by
+    source and CPU, and told, with the CLIENT_QUEUE marker, as soon as there is
+    room. Those few records may go past `maxsize`, so a gap is always reported
+    where it happened, with what the agent lost in it, even when the queue is full.
     """
 
     def __init__(self, hub: StreamHub, maxsize: int = CLIENT_QUEUE_SIZE) -> None:
@@ -163,6 +166,9 @@ class ClientQueue:
         self._ready = asyncio.Event()
         self._space = asyncio.Event()  # set whenever the sender takes events out
         self.dropped = 0  # dropped since the last marker
+        #: Loss records that arrived while the queue was full: (source, cpu) -> (first
+        #: time, events lost), told with the next marker.
+        self._untold: dict[tuple[LostEventSource, int | None], tuple[int, int]] = {}
         self.closed = False
         self.error: BaseException | None = None
 
@@ -170,8 +176,15 @@ class ClientQueue:
         return len(self._items)
 
     def offer(self, ev: Event) -> bool:
-        """Queue `ev`, or drop and count it when the client is too far behind."""
+        """Queue `ev`, or drop and count it when the client is too far behind (a loss
+        record is never dropped: it waits for room, summed with others of its kind)."""
         self.flush_marker()
+        if isinstance(ev, LostEvent) and (self.dropped or self._untold
+                                          or len(self._items) >= self.maxsize):
+            key = (ev.source, ev.cpu)
+            first, n = self._untold.get(key, (ev.time_ns, 0))
+            self._untold[key] = (first, n + ev.num_events_lost)
+            return True
         if self.dropped or len(self._items) >= self.maxsize:
             self.dropped += 1
             self.hub.record_client_lost(1)
@@ -181,8 +194,8 @@ class ClientQueue:
         return True
 
     def room(self) -> int:
-        """How many events fit before the queue starts dropping (0 while a drop is untold)."""
-        return 0 if self.dropped else max(0, self.maxsize - len(self._items))
+        """How many events fit before the queue starts dropping (0 while a loss is untold)."""
+        return 0 if self.dropped or self._untold else max(0, self.maxsize - len(self._items))
 
     def drop(self, n: int) -> None:
         """Count `n` events this client will not get, told by one marker when there is room."""
@@ -191,13 +204,20 @@ class ClientQueue:
             self.hub.record_client_lost(n)
 
     def flush_marker(self) -> None:
-        """Put the CLIENT_QUEUE marker in as soon as there is room again."""
-        if self.dropped and len(self._items) < self.maxsize:
+        """Put the CLIENT_QUEUE marker, and the loss records that waited, in as soon as
+        there is room again."""
+        if not (self.dropped or self._untold) or len(self._items) >= self.maxsize:
+            return
+        if self.dropped:
             self._items.append(LostEvent(time_ns=time.time_ns(),
                                          source=LostEventSource.CLIENT_QUEUE,
                                          num_events_lost=self.dropped))
             self.dropped = 0
-            self._ready.set()
+        for (source, cpu), (first, n) in self._untold.items():
+            self._items.append(LostEvent(time_ns=first, source=source, num_events_lost=n,
+                                         cpu=cpu))
+        self._untold.clear()
+        self._ready.set()
 
     def close(self, error: BaseException | None = None) -> None:
         """No more events: the sender drains what is queued, then stops (raising `error`)."""
@@ -226,6 +246,7 @@ class ClientQueue:
     async def wait_room(self, timeout_s: float) -> None:
         """Give the sender up to `timeout_s` to make room (a client that keeps up on average
         may still fall a burst behind)."""
+        self.flush_marker()
         if self.room() or self.closed:
             return
         self._space.clear()
@@ -510,6 +531,7 @@ async def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | Non
         room = queue.room()
         if not room and not queue.dropped and patient(int(rows[0])):
             await queue.wait_room(POLL_INTERVAL_S)
+            queue.flush_marker()
             room = queue.room()
         if not room:
             queue.drop(len(rows))

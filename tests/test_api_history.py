@@ -34,7 +34,7 @@ from spyglass.collector.filters import FilterSet, build_from_query
 from spyglass.collector.lost import LossLedger
 from spyglass.collector.ring import FlowRing
 from spyglass.model.enums import LostEventSource, Verdict
-from spyglass.model.flow import Flow
+from spyglass.model.flow import Flow, LostEvent
 
 WAIT_S = 10.0
 NOW = time.time_ns()
@@ -315,6 +315,42 @@ def test_client_queue_reports_its_overflow_in_place() -> None:
     # Counted in the agent's ledger, and told only to the client (the marker above).
     assert losses.totals() == {LostEventSource.CLIENT_QUEUE: 3}
     assert losses.due(0.0, 0, force=True) == []
+
+
+def test_client_queue_never_drops_the_agents_loss_records() -> None:
+    """A full queue drops flows, but a LostEvent from the ring waits (summed by source and
+    CPU) and is told right after the CLIENT_QUEUE marker, so a slow client still learns
+    what the agent lost, not just that it was behind."""
+    import asyncio
+
+    hub = StreamHub(LossLedger())
+
+    def perf(n: int, cpu: int) -> LostEvent:
+        return LostEvent(time_ns=T0 + n, source=LostEventSource.PERF_EVENT_RING_BUFFER,
+                         num_events_lost=n, cpu=cpu)
+
+    async def run() -> list[Any]:
+        q = ClientQueue(hub, maxsize=2)
+        for ev in [flow(0), flow(1), flow(2), perf(5, 0), flow(3), perf(7, 0), perf(4, 1)]:
+            assert q.offer(ev) is (not isinstance(ev, Flow) or ev.uuid in ("u000000", "u000001"))
+        assert q.room() == 0
+        out = [await q.get()]  # room for the markers again: they go in, past maxsize
+        assert not q.offer(flow(4))  # so the next flow is dropped until the queue drains
+        out += [await q.get() for _ in range(4)]
+        assert q.offer(flow(5))
+        q.close()
+        while (ev := await q.get()) is not None:
+            out.append(ev)
+        return out
+
+    out = asyncio.run(run())
+    kinds = [ev.uuid if isinstance(ev, Flow) else (ev.source.name, ev.num_events_lost, ev.cpu)
+             for ev in out]
+    assert kinds == ["u000000", "u000001", ("CLIENT_QUEUE", 2, None),
+                     ("PERF_EVENT_RING_BUFFER", 12, 0), ("PERF_EVENT_RING_BUFFER", 4, 1),
+                     ("CLIENT_QUEUE", 1, None), "u000005"]
+    assert out[3].time_ns == T0 + 5  # the first record's time
+    assert hub.client_lost == 3  # only the flows count as the client's own loss
 
 
 def _reader_after_flood(capacity: int, written: int, queue_size: int,
