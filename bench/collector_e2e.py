@@ -559,7 +559,8 @@ class ObserveClient:
         self.told_lost: dict[str, int] = {}
         self.changed = time.monotonic()
         self.err = tmp / f"observe-{name}.err"
-        argv = [SPYGLASS, "observe", "-f", "--server", url, "-o", "json", *filters]
+        argv = [SPYGLASS, "observe", "-f", "--server", url, "-o", "json", "--with-spyglass-fields",
+                *filters]
         with self.err.open("wb") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
                                          bufsize=1 << 16)

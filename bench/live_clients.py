@@ -41,7 +41,8 @@ class Client:
     def __init__(self, up: Up, *filters: str) -> None:
         env = {**os.environ, "SPYGLASS_TOKEN_FILE": os.path.join(up.state_dir, "token")}
         self.proc = subprocess.Popen(
-            [SPYGLASS, "observe", "-f", "--server", up.url, "-o", "json", *filters],
+            [SPYGLASS, "observe", "-f", "--server", up.url, "-o", "json", "--with-spyglass-fields",
+             *filters],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         self.flows = 0
         self.lost: Counter[str] = Counter()

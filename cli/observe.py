@@ -128,7 +128,8 @@ def _observe(**kw: Any) -> None:
     params = list(filters.to_params())
     printer = Printer(kw["output"], color=kw["color"], time_format=kw["time_format"],
                       print_node_name=kw["print_node_name"],
-                      print_policy_names=kw["print_policy_names"], follow=kw["follow"])
+                      print_policy_names=kw["print_policy_names"], follow=kw["follow"],
+                      spyglass_fields=kw["with_spyglass_fields"])
     with make_client(kw) as client:
         try:
             if kw["follow"]:
@@ -243,6 +244,10 @@ def _build_command() -> click.Command:
         click.Option(["--print-node-name"], is_flag=True, help="Print the node of each flow."),
         click.Option(["--print-policy-names"], is_flag=True,
                      help="Print the policies that allowed or denied each flow."),
+        click.Option(["--with-spyglass-fields"], is_flag=True,
+                     help="With -o json, keep what Spyglass adds to Hubble's schema (packets, "
+                          "bytes, IP.destination_xlated, its own loss sources by name); "
+                          "without it, -o json is Hubble's GetFlowsResponse exactly."),
         click.Option(["--print-raw-filters"], is_flag=True,
                      help="Print the filters as allowlist/denylist JSON and exit."),
         *client_params(),

@@ -36,6 +36,7 @@ from spyglass.model.flow import (
     Service,
     event_to_response,
 )
+from spyglass.model.hubble_json import hubble_response
 
 Output = Literal["compact", "dict", "json", "jsonpb", "table"]
 ColorMode = Literal["auto", "always", "never"]
@@ -196,6 +197,7 @@ class Printer:
         print_node_name: bool = False,
         print_policy_names: bool = False,
         follow: bool = False,
+        spyglass_fields: bool = False,
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}: use one of {', '.join(OUTPUTS)}")
@@ -207,6 +209,9 @@ class Printer:
         self.print_node_name = print_node_name
         self.print_policy_names = print_policy_names
         self.follow = follow
+        #: json only: keep what Spyglass adds to Hubble's schema (packets, bytes, the
+        #: translated destination, its own loss sources by name).
+        self.spyglass_fields = spyglass_fields
         if console is None:
             console = Console(
                 force_terminal=True if color == "always" else None,
@@ -227,8 +232,9 @@ class Printer:
         node = node_name if node_name is not None else (
             ev.node_name if isinstance(ev, Flow) else "")
         if self.output == "json":
-            self._emit(Text(json.dumps(event_to_response(ev, node), separators=(",", ":"))))
-        elif self.output == "compact":
+            self.print_response(event_to_response(ev, node))
+            return
+        if self.output == "compact":
             self._emit(self._compact(ev, node))
         elif self.output == "dict":
             self._dict(ev, node)
@@ -237,11 +243,13 @@ class Printer:
         self._count += 1
 
     def print_response(self, body: dict[str, Any]) -> None:
-        """Print a GetFlowsResponse as it came from the server (`-o json` only)."""
+        """Print a GetFlowsResponse from the server (`-o json` only): Hubble's JSON, which a
+        strict parser reads as `observer.GetFlowsResponse`, or with Spyglass's fields."""
         if self.output != "json":
             raise ValueError(f"a response is printed as it is only in json output, not "
                              f"{self.output}")
-        self._emit(Text(json.dumps(body, separators=(",", ":"))))
+        out = body if self.spyglass_fields else hubble_response(body)
+        self._emit(Text(json.dumps(out, separators=(",", ":"))))
         self._count += 1
 
     def close(self) -> None:

@@ -331,17 +331,23 @@ class LostEvent:
             "num_events_lost": self.num_events_lost,
         }
         if self.cpu is not None:
-            d["cpu"] = {"value": self.cpu}
+            d["cpu"] = self.cpu  # an Int32Value, whose JSON is the bare number
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], time_ns: int) -> LostEvent:
+        """Read `to_dict` output or Hubble's JSON (a numeric source, a string count, and
+        the `{"value": n}` cpu that Spyglass wrote before it wrote the bare number)."""
         cpu = d.get("cpu")
+        if isinstance(cpu, dict):
+            cpu = cpu.get("value")
+        source = d["source"]
         return cls(
             time_ns=time_ns,
-            source=LostEventSource[d["source"]],
+            source=LostEventSource(int(source)) if isinstance(source, int)
+            or str(source).isdigit() else LostEventSource[source],
             num_events_lost=int(d["num_events_lost"]),
-            cpu=int(cpu["value"]) if isinstance(cpu, dict) else None,
+            cpu=None if cpu is None else int(cpu),
         )
 
 

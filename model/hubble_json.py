@@ -19,6 +19,7 @@ from typing import Any
 from spyglass.model.enums import (
     DropReason,
     EventType,
+    LostEventSource,
     ObservationPoint,
     PolicyMatchType,
     TraceReason,
@@ -43,14 +44,46 @@ _NAMED: tuple[tuple[str, type[Any], str], ...] = (
 )
 
 
+#: LostEventSource names Hubble's enum has; Spyglass's own sources go out as their number
+#: (proto3 enums are open, so a strict parser keeps an unknown number).
+HUBBLE_LOST_SOURCES = frozenset({"UNKNOWN_LOST_EVENT_SOURCE", "PERF_EVENT_RING_BUFFER",
+                                 "OBSERVER_EVENTS_QUEUE", "HUBBLE_RING_BUFFER"})
+
+
+def hubble_flow(flow: dict[str, Any]) -> dict[str, Any]:
+    """A flow's JSON with what Spyglass adds to Hubble's Flow removed."""
+    out = {k: v for k, v in flow.items() if k not in SPYGLASS_ONLY_KEYS}
+    if isinstance(out.get("IP"), dict):
+        out["IP"] = {k: v for k, v in out["IP"].items() if k not in SPYGLASS_ONLY_IP_KEYS}
+    return out
+
+
+def hubble_response(response: dict[str, Any]) -> dict[str, Any]:
+    """A GetFlowsResponse from the API as Hubble's schema has it, so that a strict protobuf
+    JSON parser (unknown fields rejected) reads it as `observer.GetFlowsResponse`: the
+    flow without Spyglass's fields, a loss count as the string protojson writes for a
+    uint64, and a loss source Hubble's enum lacks as its number."""
+    out = dict(response)
+    if isinstance(out.get("flow"), dict):
+        out["flow"] = hubble_flow(out["flow"])
+    lost = out.get("lost_events")
+    if isinstance(lost, dict):
+        lost = dict(lost)
+        if "num_events_lost" in lost:
+            lost["num_events_lost"] = str(lost["num_events_lost"])
+        source = lost.get("source")
+        if isinstance(source, str) and source not in HUBBLE_LOST_SOURCES:
+            lost["source"] = int(LostEventSource[source])
+        out["lost_events"] = lost
+    return out
+
+
 def export_line(response: dict[str, Any]) -> str | None:
     """A GetFlowsResponse from the API as one Hubble line; None for non-flow events."""
     flow = response.get("flow")
     if not isinstance(flow, dict):
         return None
-    out = {k: v for k, v in flow.items() if k not in SPYGLASS_ONLY_KEYS}
-    if isinstance(out.get("IP"), dict):
-        out["IP"] = {k: v for k, v in out["IP"].items() if k not in SPYGLASS_ONLY_IP_KEYS}
+    out = hubble_flow(flow)
     line = {"flow": out, "node_name": response.get("node_name", out.get("node_name", "")),
             "time": response.get("time", out.get("time"))}
     return json.dumps(line, separators=(",", ":"))

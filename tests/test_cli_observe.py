@@ -29,6 +29,7 @@ from spyglass.cli.printer import Printer
 from spyglass.collector.filters import FilterError, build_from_flags
 from spyglass.model.enums import LostEventSource, Verdict
 from spyglass.model.flow import Event, LostEvent, event_to_response
+from spyglass.model.hubble_json import hubble_response
 
 WAIT_S = 10.0
 
@@ -120,8 +121,16 @@ def test_flags_select_flows(served: Served, args: list[str], picked: list[int]) 
     assert result.stdout == compact([EVENTS[i] for i in picked])
 
 
-def test_json_output_round_trips(served: Served) -> None:
+def test_json_output_is_hubbles_response(served: Served) -> None:
     result = observe(served, "--last", "5", "-o", "json")
+    assert result.exit_code == 0, result.output
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert got == [hubble_response(event_to_response(ev, NODE)) for ev in EVENTS[-5:]]
+    assert all("packets" not in r.get("flow", {}) for r in got)
+
+
+def test_json_output_with_spyglass_fields_round_trips(served: Served) -> None:
+    result = observe(served, "--last", "5", "-o", "json", "--with-spyglass-fields")
     assert result.exit_code == 0, result.output
     got = [json.loads(line) for line in result.stdout.splitlines()]
     assert got == [event_to_response(ev, NODE) for ev in EVENTS[-5:]]
@@ -322,7 +331,7 @@ def test_follow_json_prints_the_servers_responses(fresh: Served) -> None:
         thread.join()
     assert result.exit_code == 0, result.output
     assert [json.loads(line) for line in result.stdout.splitlines()] == [
-        event_to_response(ev, NODE) for ev in live]
+        hubble_response(event_to_response(ev, NODE)) for ev in live]
     assert all(", " not in line for line in result.stdout.splitlines())  # compact, as -o json
 
 

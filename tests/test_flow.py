@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from support import flows
@@ -91,8 +92,20 @@ def test_lost_event_response_round_trip() -> None:
                    num_events_lost=7, cpu=1)
     resp = event_to_response(ev, "node-a")
     assert resp["lost_events"] == {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": 7,
-                                   "cpu": {"value": 1}}
+                                   "cpu": 1}
     assert event_from_response(resp) == ev
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param({"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "7", "cpu": 1},
+                 id="hubble-protojson"),
+    pytest.param({"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": 7,
+                  "cpu": {"value": 1}}, id="spyglass-before"),
+    pytest.param({"source": 1, "num_events_lost": 7, "cpu": 1}, id="numeric-source"),
+])
+def test_lost_event_reads_every_json_shape(body: dict[str, Any]) -> None:
+    assert LostEvent.from_dict(body, T0) == LostEvent(
+        time_ns=T0, source=LostEventSource.PERF_EVENT_RING_BUFFER, num_events_lost=7, cpu=1)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from spyglass.model.flow import (
     event_from_response,
     event_to_response,
 )
+from spyglass.model.hubble_json import hubble_response
 
 T0 = 1_764_165_988_576_123_456  # Nov 26 14:06:28.576 UTC
 TS = "Nov 26 14:06:28.576"
@@ -221,11 +222,15 @@ def test_empty_table_prints_nothing() -> None:
 @pytest.mark.parametrize("output", [pytest.param("json", id="json"),
                                     pytest.param("jsonpb", id="jsonpb")])
 def test_json_lines_round_trip(output: str) -> None:
+    """-o json is Hubble's response; with Spyglass's fields it reads back exactly."""
     events: list[Event] = [SYN, REPLY, DROP, LOST]
+    want = [event_to_response(ev, ev.node_name if isinstance(ev, Flow) else "")
+            for ev in events]
     lines = render(events, output).splitlines()
-    assert [json.loads(line) for line in lines] == [
-        event_to_response(ev, ev.node_name if isinstance(ev, Flow) else "") for ev in events]
-    assert [event_from_response(json.loads(line)) for line in lines] == events
+    assert [json.loads(line) for line in lines] == [hubble_response(r) for r in want]
+    full = render(events, output, spyglass_fields=True).splitlines()
+    assert [json.loads(line) for line in full] == want
+    assert [event_from_response(json.loads(line)) for line in full] == events
 
 
 @pytest.mark.parametrize(("layout", "text"), [

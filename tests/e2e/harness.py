@@ -99,7 +99,7 @@ class Up:
 
     def flows(self, *filters: str, last: int = 5000) -> list[dict[str, Any]]:
         out = self.cli("observe", "--server", self.url, "--last", str(last), "-o", "json",
-                       *filters)
+                       "--with-spyglass-fields", *filters)
         assert out.returncode == 0, out.stderr
         return [json.loads(line)["flow"] for line in out.stdout.splitlines()
                 if '"flow"' in line[:10]]

@@ -170,7 +170,8 @@ export function shortTime(iso) {
 
 /** The line the CLI prints for a lost-events record. */
 export function lostLine(lost) {
-  const cpu = lost.cpu && typeof lost.cpu === "object" ? lost.cpu.value : 0;
+  // Int32Value's JSON is the bare number; older agents wrote {"value": n}.
+  const cpu = lost.cpu && typeof lost.cpu === "object" ? lost.cpu.value : lost.cpu;
   return `EVENTS LOST: ${lost.source} CPU(${cpu || 0}) ${lost.num_events_lost}`;
 }
 
