@@ -246,7 +246,7 @@ def _build_command() -> click.Command:
                      help="Print the policies that allowed or denied each flow."),
         click.Option(["--with-spyglass-fields"], is_flag=True,
                      help="With -o json, keep what Spyglass adds to Hubble's schema (packets, "
-                          "bytes, IP.destination_xlated, its own loss sources by name); "
+                          "bytes, service_address, its own loss sources by name); "
                           "without it, -o json is Hubble's GetFlowsResponse exactly."),
         click.Option(["--print-raw-filters"], is_flag=True,
                      help="Print the filters as allowlist/denylist JSON and exit."),

@@ -228,10 +228,10 @@ class Enricher:
             ip_version=np.where(b.is_ipv6, np.uint8(6), np.uint8(4)),
             ip_table=src_names + dst_names, source_ip=src_codes,
             destination_ip=dst_codes + len(src_names),
-            destination_xlated_ip=np.full(n, NO_IP, dtype=np.int64), protocol=b.proto,
+            service_ip=np.full(n, NO_IP, dtype=np.int64), protocol=b.proto,
             source_port=np.where(icmp, zero16, b.sport),
             destination_port=np.where(icmp, zero16, b.dport),
-            destination_xlated_port=np.zeros(n, dtype=np.uint16), tcp_flags=b.tcp_flags,
+            service_port=np.zeros(n, dtype=np.uint16), tcp_flags=b.tcp_flags,
             icmp_type=np.where(icmp, b.sport >> 8, zero16).astype(np.uint8),
             icmp_code=np.where(icmp, b.sport & 0xFF, zero16).astype(np.uint8),
             endpoint_table=endpoints, source=src, destination=dst,
@@ -278,13 +278,17 @@ class Enricher:
     def _service(self, eb: EnrichedBatch, i: int, flags: int, orig: int | None,
                  orig_dport: int, service_id: int, cache: dict[tuple[int, str, int], int],
                  ) -> None:
-        """Service translation of row `i`: destination address, port, the service's name.
+        """Service translation of row `i`: the service's name and address.
 
-        Hubble's `*_xlated` is the address after translation, so with F_XLATED
-        the destination is the service address the client asked for and
-        `destination_xlated_*` is the backend the packet went to. `orig` is the
-        code of the pre-NAT destination (None unless the row is translated).
+        As Cilium reports a connection its socket LB translated, the row keeps the
+        addresses the packet carries (the backend and its target port, which policy
+        was enforced on, in both directions) and names the service: the destination
+        service going to the backend, the source service on the way back. The service
+        address the client asked for (`orig`, the pre-NAT destination; None unless the
+        row is translated) goes in `service_ip`/`service_port`, Spyglass's own field.
         """
+        if orig is not None:
+            eb.service_ip[i], eb.service_port[i] = orig, orig_dport
         if flags & F_XLATED_REPLY and orig is not None:
             # a reply of a translated connection: it comes from the service the client asked
             orig_ip = eb.ip_table[orig]
@@ -294,17 +298,16 @@ class Enricher:
                     eb, self._ask(self.services.service_by_addr, orig_ip, orig_dport))
             eb.source_service[i] = cache[key]
             return
-        dst_code, dst_port = int(eb.destination_ip[i]), int(eb.destination_port[i])
         if flags & F_XLATED and orig is not None:
-            eb.destination_xlated_ip[i], eb.destination_xlated_port[i] = dst_code, dst_port
-            eb.destination_ip[i], eb.destination_port[i] = orig, orig_dport
-            dst_code, dst_port = orig, orig_dport
-        dst_ip = eb.ip_table[dst_code]
-        key = (service_id, dst_ip, dst_port)
+            addr_ip, addr_port = eb.ip_table[orig], orig_dport
+        else:
+            addr_ip, addr_port = eb.ip_table[int(eb.destination_ip[i])], int(
+                eb.destination_port[i])
+        key = (service_id, addr_ip, addr_port)
         if key not in cache:
             svc = self._ask(self.services.service_by_id, service_id) if service_id else None
             if svc is None and flags & F_XLATED:
-                svc = self._ask(self.services.service_by_addr, dst_ip, dst_port)
+                svc = self._ask(self.services.service_by_addr, addr_ip, addr_port)
             cache[key] = _service_code(eb, svc)
         eb.destination_service[i] = cache[key]
 

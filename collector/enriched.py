@@ -39,7 +39,7 @@ from spyglass.model.flow import Endpoint, Flow, PolicyRef, Service
 #: The four policy-ref columns, in the order of the flows table.
 POLICY_KEYS = ("ingress_allowed_by", "egress_allowed_by", "ingress_denied_by",
                "egress_denied_by")
-#: A code in `destination_xlated_ip` that means "not translated" ("" in the Flow). Negative,
+#: A code in `service_ip` that means "not translated" ("" in the Flow). Negative,
 #: so that a consumer spreading the table with a NULL for negative codes needs no special case.
 NO_IP = -1
 #: `is_reply` codes: the datapath did not know / not a reply / a reply.
@@ -105,7 +105,7 @@ class EnrichedBatch:
     `source`/`destination`, `interface_name`, `*_service` and the policy
     columns are int64 codes into their tables. Tables hold their "none" value
     at code 0 where a column can be empty (`service_table[0]` is None,
-    `policy_table[0]` is ()); `destination_xlated_ip` uses NO_IP instead.
+    `policy_table[0]` is ()); `service_ip` uses NO_IP instead.
     The enricher builds it; after that it is read, never changed.
     """
 
@@ -124,11 +124,11 @@ class EnrichedBatch:
     ip_table: list[str]  # formatted addresses (may repeat; each is one address)
     source_ip: np.ndarray  # int64 -> ip_table
     destination_ip: np.ndarray  # int64 -> ip_table (the service address when translated)
-    destination_xlated_ip: np.ndarray  # int64 -> ip_table, NO_IP when not translated
+    service_ip: np.ndarray  # int64 -> ip_table, NO_IP when not translated
     protocol: np.ndarray  # uint8
     source_port: np.ndarray  # uint16 (0 for ICMP)
     destination_port: np.ndarray  # uint16 (0 for ICMP)
-    destination_xlated_port: np.ndarray  # uint16
+    service_port: np.ndarray  # uint16
     tcp_flags: np.ndarray  # uint8
     icmp_type: np.ndarray  # uint8
     icmp_code: np.ndarray  # uint8
@@ -178,8 +178,8 @@ class EnrichedBatch:
             drop_reason=col(u8), event_type=col(u8), event_subtype=col(u8),
             observation_point=col(u8), trace_reason=col(u8), traffic_direction=col(u8),
             policy_match_type=col(u8), ip_version=col(u8), ip_table=[], source_ip=col(i64),
-            destination_ip=col(i64), destination_xlated_ip=col(i64), protocol=col(u8),
-            source_port=col(u16), destination_port=col(u16), destination_xlated_port=col(u16),
+            destination_ip=col(i64), service_ip=col(i64), protocol=col(u8),
+            source_port=col(u16), destination_port=col(u16), service_port=col(u16),
             tcp_flags=col(u8), icmp_type=col(u8), icmp_code=col(u8), endpoint_table=[],
             source=col(i64), destination=col(i64), is_reply=col(np.int8),
             interface_index=col(np.uint32), ifname_table=[], interface_name=col(i64),
@@ -224,14 +224,14 @@ class EnrichedBatch:
             ip_version=col((f.ip_version for f in flows), u8),
             source_ip=col((ips.code(f.source_ip) for f in flows), i64),
             destination_ip=col((ips.code(f.destination_ip) for f in flows), i64),
-            destination_xlated_ip=col((ips.code(f.destination_xlated_ip)
-                                       if f.destination_xlated_ip else NO_IP
+            service_ip=col((ips.code(f.service_ip)
+                                       if f.service_ip else NO_IP
                                        for f in flows), i64),
             ip_table=ips.table,
             protocol=col((f.protocol for f in flows), u8),
             source_port=col((f.source_port for f in flows), np.uint16),
             destination_port=col((f.destination_port for f in flows), np.uint16),
-            destination_xlated_port=col((f.destination_xlated_port for f in flows), np.uint16),
+            service_port=col((f.service_port for f in flows), np.uint16),
             tcp_flags=col((f.tcp_flags for f in flows), u8),
             icmp_type=col((f.icmp_type for f in flows), u8),
             icmp_code=col((f.icmp_code for f in flows), u8),
@@ -285,8 +285,8 @@ class EnrichedBatch:
     def rare_rows(self) -> np.ndarray:
         """Rows with a policy match type, a translation, a service or a policy ref: the
         minority that needs more than the common Flow fields."""
-        some = ((self.policy_match_type != 0) | (self.destination_xlated_ip != NO_IP)
-                | (self.destination_xlated_port != 0) | (self.source_service != 0)
+        some = ((self.policy_match_type != 0) | (self.service_ip != NO_IP)
+                | (self.service_port != 0) | (self.source_service != 0)
                 | (self.destination_service != 0))
         for codes in self.policy_columns().values():
             some |= codes != 0
@@ -344,14 +344,14 @@ class EnrichedBatch:
         policies = {k: v[rows].tolist() for k, v in self.policy_columns().items()}
         for j, (i, match, xip, xport, ssvc, dsvc) in enumerate(zip(
                 rows.tolist(), _MATCH_TYPE[self.policy_match_type[rows]].tolist(),
-                self.destination_xlated_ip[rows].tolist(),
-                self.destination_xlated_port[rows].tolist(),
+                self.service_ip[rows].tolist(),
+                self.service_port[rows].tolist(),
                 self.source_service[rows].tolist(), self.destination_service[rows].tolist(),
                 strict=True)):
             kw: dict[str, Any] = {
                 "policy_match_type": match,
-                "destination_xlated_ip": self.ip_table[xip] if xip != NO_IP else "",
-                "destination_xlated_port": xport,
+                "service_ip": self.ip_table[xip] if xip != NO_IP else "",
+                "service_port": xport,
                 "source_service": self.service_table[ssvc],
                 "destination_service": self.service_table[dsvc],
             }

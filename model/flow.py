@@ -154,8 +154,13 @@ class Flow:
     egress_denied_by: tuple[PolicyRef, ...] = ()
     source_service: Service | None = None
     destination_service: Service | None = None
-    destination_xlated_ip: str = ""
-    destination_xlated_port: int = 0
+    #: Spyglass's own: the service address (the ClusterIP) and port the client asked for,
+    #: on every event of a translated connection, either way. The flow's addresses are what
+    #: the packet carries where it was seen, the backend's as Cilium's socket LB reports
+    #: them, and `destination_service`/`source_service` name the service; Hubble's schema
+    #: has no field for the VIP, so Hubble JSON leaves this out.
+    service_ip: str = ""
+    service_port: int = 0
 
     # -- derived views -------------------------------------------------------
 
@@ -206,8 +211,6 @@ class Flow:
             "destination": self.destination_ip,
             "ipVersion": f"IPv{self.ip_version}",
         }
-        if self.destination_xlated_ip:
-            d["IP"]["destination_xlated"] = self.destination_xlated_ip
         d["l4"] = self._l4_dict()
         if endpoints is None:
             d["source"] = self.source.to_dict()
@@ -242,6 +245,8 @@ class Flow:
             if svc is not None:
                 d[key] = {"name": svc.name, "namespace": svc.namespace}
         d["Summary"] = self.summary
+        if self.service_ip:
+            d["service_address"] = {"ip": self.service_ip, "port": self.service_port}
         d["packets"] = self.packets
         d["bytes"] = self.bytes
         return d
@@ -263,6 +268,7 @@ class Flow:
     def from_dict(cls, d: dict[str, Any]) -> Flow:
         """Rebuild a flow from `to_dict` output (or a Hubble flow JSON object)."""
         ip = d.get("IP") or {}
+        svc_addr = d.get("service_address") or {}
         l4 = d.get("l4") or {}
         proto, sport, dport, flags, itype, icode = 0, 0, 0, 0, 0, 0
         for name, body in l4.items():
@@ -291,7 +297,8 @@ class Flow:
             ip_version=6 if ip.get("ipVersion") == "IPv6" else 4,
             source_ip=str(ip.get("source", "")),
             destination_ip=str(ip.get("destination", "")),
-            destination_xlated_ip=str(ip.get("destination_xlated", "")),
+            service_ip=str(svc_addr.get("ip", "")),
+            service_port=int(svc_addr.get("port", 0)),
             protocol=proto,
             source_port=sport,
             destination_port=dport,

@@ -30,7 +30,8 @@ from spyglass.model.flow import Flow
 from spyglass.model.safeload import loads_json
 
 #: Keys of Spyglass's flow JSON that Hubble's Flow message does not have.
-SPYGLASS_ONLY_KEYS = ("packets", "bytes")
+SPYGLASS_ONLY_KEYS = ("packets", "bytes", "service_address")
+#: Written by Spyglass before 0.2 (the backend of a translated flow); dropped if present.
 SPYGLASS_ONLY_IP_KEYS = ("destination_xlated",)
 #: Errors kept per import; the count says how many there were in all.
 MAX_ERRORS = 20

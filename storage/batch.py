@@ -98,11 +98,11 @@ def enriched_to_arrow(batch: EnrichedBatch) -> pa.RecordBatch:
         "ip_version": pa.array(batch.ip_version, pa.uint8()),
         "source_ip": _spread(ips, batch.source_ip),
         "destination_ip": _spread(ips, batch.destination_ip),
-        "destination_xlated_ip": _spread(ips, batch.destination_xlated_ip),  # NO_IP: NULL
+        "service_ip": _spread(ips, batch.service_ip),  # NO_IP: NULL
         "protocol": pa.array(batch.protocol, pa.uint8()),
         "source_port": pa.array(batch.source_port, pa.uint16()),
         "destination_port": pa.array(batch.destination_port, pa.uint16()),
-        "destination_xlated_port": pa.array(batch.destination_xlated_port, pa.uint16()),
+        "service_port": pa.array(batch.service_port, pa.uint16()),
         "tcp_flags": pa.array(batch.tcp_flags, pa.uint8()),
         "icmp_type": pa.array(batch.icmp_type, pa.uint8()),
         "icmp_code": pa.array(batch.icmp_code, pa.uint8()),

@@ -95,11 +95,11 @@ def flows_to_arrow(flows: Sequence[Flow]) -> pa.Table:
         cols["ip_version"].append(f.ip_version)
         cols["source_ip"].append(ip_bytes(f.source_ip))
         cols["destination_ip"].append(ip_bytes(f.destination_ip))
-        cols["destination_xlated_ip"].append(ip_bytes(f.destination_xlated_ip))
+        cols["service_ip"].append(ip_bytes(f.service_ip))
         cols["protocol"].append(f.protocol)
         cols["source_port"].append(f.source_port)
         cols["destination_port"].append(f.destination_port)
-        cols["destination_xlated_port"].append(f.destination_xlated_port)
+        cols["service_port"].append(f.service_port)
         cols["tcp_flags"].append(f.tcp_flags)
         cols["icmp_type"].append(f.icmp_type)
         cols["icmp_code"].append(f.icmp_code)
@@ -192,7 +192,7 @@ def table_to_flows(table: pa.Table) -> list[Flow]:
             c[name] = col.to_pylist()
     versions = c["ip_version"]
     ips = {k: [ip_text(raw, v) for raw, v in zip(c[k], versions, strict=True)]
-           for k in ("source_ip", "destination_ip", "destination_xlated_ip")}
+           for k in ("source_ip", "destination_ip", "service_ip")}
     src, dst = _endpoints(c, "source"), _endpoints(c, "destination")
     src_svc, dst_svc = _services(c, "source"), _services(c, "destination")
     pols = {k: [_policies(p) for p in c[k]] for k in _POLICY_KEYS}
@@ -215,8 +215,8 @@ def table_to_flows(table: pa.Table) -> list[Flow]:
              ingress_denied_by=pols["ingress_denied_by"][i],
              egress_denied_by=pols["egress_denied_by"][i],
              source_service=src_svc[i], destination_service=dst_svc[i],
-             destination_xlated_ip=ips["destination_xlated_ip"][i],
-             destination_xlated_port=c["destination_xlated_port"][i])
+             service_ip=ips["service_ip"][i],
+             service_port=c["service_port"][i])
         for i in range(table.num_rows)
     ]
 

@@ -40,7 +40,7 @@ from spyglass.model.enums import (
 DEFAULT_DATABASE = "spyglass"
 DEFAULT_RETENTION_DAYS = 7
 #: The version `MIGRATIONS` brings a store to.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 FLOWS = "flows"
 LOST_EVENTS = "lost_events"
@@ -116,11 +116,12 @@ FLOW_COLUMNS: tuple[Column, ...] = (
     Column("ip_version", "UInt8", pa.uint8()),
     Column("source_ip", "Nullable(IPv6)", pa.binary(16), "IPv4 as ::ffff:a.b.c.d"),
     Column("destination_ip", "Nullable(IPv6)", pa.binary(16)),
-    Column("destination_xlated_ip", "Nullable(IPv6)", pa.binary(16)),
+    Column("service_ip", "Nullable(IPv6)", pa.binary(16),
+           "the service address a translated connection asked for; NULL: none"),
     Column("protocol", "UInt8", pa.uint8()),
     Column("source_port", "UInt16", pa.uint16()),
     Column("destination_port", "UInt16", pa.uint16()),
-    Column("destination_xlated_port", "UInt16", pa.uint16()),
+    Column("service_port", "UInt16", pa.uint16(), "the service port, with service_ip"),
     Column("tcp_flags", "UInt8", pa.uint8(), "the flag byte of the TCP header"),
     Column("icmp_type", "UInt8", pa.uint8()),
     Column("icmp_code", "UInt8", pa.uint8()),
@@ -304,6 +305,19 @@ def migrations(database: str, retention_days: int) -> tuple[Migration, ...]:
         Migration(2, "lost_events.source knows AGENT_RESTART", (
             f"ALTER TABLE {database}.{LOST_EVENTS} MODIFY COLUMN source "
             f"{enum8(LostEventSource)}",)),
+        # Translated flows used to keep the service address as the destination and the
+        # backend in destination_xlated_*; now the destination is the backend (as Cilium
+        # reports it) and the service address is service_*. On a new store the table is
+        # born with service_* and is empty, so the renames and the swap do nothing.
+        Migration(3, "translated flows: the backend is the destination, service_* the VIP", (
+            f"ALTER TABLE {database}.{FLOWS} RENAME COLUMN IF EXISTS destination_xlated_ip "
+            "TO service_ip",
+            f"ALTER TABLE {database}.{FLOWS} RENAME COLUMN IF EXISTS destination_xlated_port "
+            "TO service_port",
+            f"ALTER TABLE {database}.{FLOWS} UPDATE destination_ip = service_ip, "
+            "destination_port = service_port, service_ip = destination_ip, "
+            "service_port = destination_port WHERE service_ip IS NOT NULL "
+            "SETTINGS mutations_sync = 2",)),
     )
     assert steps[-1].version == SCHEMA_VERSION
     return steps

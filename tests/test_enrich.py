@@ -84,7 +84,7 @@ class FakeGetters:
 
     def service_by_addr(self, ip: str, port: int) -> Service | None:
         self._call("service_by_addr")
-        return None
+        return {("10.96.0.10", 80): Service("cart", "shop")}.get((ip, port))
 
     def policies_by_cookie(self, cookie: int) -> tuple[PolicyRef, ...]:
         self._call("policies_by_cookie")
@@ -198,10 +198,17 @@ DST = Endpoint(ID=9, identity=5678, namespace="shop", pod_name="cart-0", labels=
     pytest.param(dict(POD, type=EVENT_TRACE, subtype=5, daddr=v4("10.244.0.3"), dport=8080,
                       proto=6, flags=F_XLATED, orig_daddr=v4("10.96.0.10"), orig_dport=80,
                       service_id=3),
-                 dict(destination_ip="10.96.0.10", destination_port=80,
-                      destination_xlated_ip="10.244.0.3", destination_xlated_port=8080,
+                 dict(destination_ip="10.244.0.3", destination_port=8080,
+                      service_ip="10.96.0.10", service_port=80,
                       destination_service=Service("cart", "shop"), destination=DST),
-                 id="service-translated"),
+                 id="service-translated-reports-the-backend"),
+    pytest.param(dict(POD, type=EVENT_TRACE, subtype=0, saddr=v4("10.244.0.3"), sport=8080,
+                      daddr=v4("10.244.0.2"), dport=40000, proto=6, flags=F_XLATED_REPLY,
+                      orig_daddr=v4("10.96.0.10"), orig_dport=80),
+                 dict(source_ip="10.244.0.3", source_port=8080, destination_ip="10.244.0.2",
+                      service_ip="10.96.0.10", service_port=80,
+                      source_service=Service("cart", "shop"), destination_service=None),
+                 id="service-reply-comes-from-the-backend"),
     pytest.param(dict(type=EVENT_TRACE, flags=F_IPV6, src_identity=2,
                       saddr=socket.inet_pton(socket.AF_INET6, "fd00::1"),
                       daddr=socket.inet_pton(socket.AF_INET6, "2001:db8::2")),
@@ -288,7 +295,7 @@ def test_every_column_holds_what_its_flow_field_holds() -> None:
     enums = ("verdict", "drop_reason", "event_type", "observation_point", "trace_reason",
              "traffic_direction", "policy_match_type")
     plain = ("time_ns", "event_subtype", "ip_version", "protocol", "source_port",
-             "destination_port", "destination_xlated_port", "tcp_flags", "icmp_type",
+             "destination_port", "service_port", "tcp_flags", "icmp_type",
              "icmp_code", "interface_index", "packets", "bytes")
     for i, f in enumerate(flows):
         assert f.uuid == eb.uuids[i] and f.node_name == eb.node_name == "node-a"
@@ -296,8 +303,8 @@ def test_every_column_holds_what_its_flow_field_holds() -> None:
             assert int(getattr(eb, name)[i]) == int(getattr(f, name)), name
         assert eb.ip_table[eb.source_ip[i]] == f.source_ip
         assert eb.ip_table[eb.destination_ip[i]] == f.destination_ip
-        xlated = int(eb.destination_xlated_ip[i])
-        assert (eb.ip_table[xlated] if xlated != NO_IP else "") == f.destination_xlated_ip
+        xlated = int(eb.service_ip[i])
+        assert (eb.ip_table[xlated] if xlated != NO_IP else "") == f.service_ip
         assert eb.endpoint_table[eb.source[i]] is f.source
         assert eb.endpoint_table[eb.destination[i]] is f.destination
         assert {-1: None, 0: False, 1: True}[int(eb.is_reply[i])] == f.is_reply
@@ -310,9 +317,8 @@ def test_every_column_holds_what_its_flow_field_holds() -> None:
     assert flows[3].verdict == Verdict.DROPPED and flows[3].ingress_denied_by
     assert flows[4].egress_denied_by == (PolicyRef("db-ingress", "shop"),
                                          PolicyRef("db-audit", "shop"))
-    assert (flows[5].destination_ip, flows[5].destination_xlated_ip) == ("10.96.0.10",
-                                                                         "10.244.0.3")
-    assert (flows[5].destination_port, flows[5].destination_xlated_port) == (80, 8080)
+    assert (flows[5].destination_ip, flows[5].service_ip) == ("10.244.0.3", "10.96.0.10")
+    assert (flows[5].destination_port, flows[5].service_port) == (8080, 80)
     assert flows[5].destination_service == Service("cart", "shop")
     assert flows[6].destination_ip == "10.244.0.2"  # a reply keeps its addresses
     assert flows[2].traffic_direction == TrafficDirection.EGRESS  # a reply flips

@@ -55,7 +55,7 @@ FLOWS = [
                       event_type=EventType.DROP, event_subtype=133, protocol=Protocol.TCP,
                       ingress_denied_by=(PolicyRef("deny-db", "shop"),),
                       destination_service=Service("cart", "shop"),
-                      destination_xlated_ip="10.244.0.9"), id="drop-with-policy"),
+                      service_ip="10.244.0.9"), id="drop-with-policy"),
 ]
 
 

@@ -12,18 +12,21 @@ T0 = 1_764_000_000_000_000_000
 
 
 def test_a_flow_loses_only_what_spyglass_adds() -> None:
-    f = flow(1, destination_xlated_ip="10.96.0.10", destination_xlated_port=80,
-             packets=3, bytes=180)
+    f = flow(1, service_ip="10.96.0.10", service_port=80, packets=3, bytes=180)
     full = event_to_response(f, "node-a")
-    assert {"packets", "bytes"} <= set(full["flow"])
-    assert "destination_xlated" in full["flow"]["IP"]
+    assert {"packets", "bytes", "service_address"} <= set(full["flow"])
+    assert full["flow"]["service_address"] == {"ip": "10.96.0.10", "port": 80}
     out = hubble_response(full)
-    assert "packets" not in out["flow"] and "bytes" not in out["flow"]
-    assert "destination_xlated" not in out["flow"]["IP"]
-    rest = {k: v for k, v in full["flow"].items() if k not in ("packets", "bytes", "IP")}
-    assert {k: v for k, v in out["flow"].items() if k != "IP"} == rest
+    assert not {"packets", "bytes", "service_address"} & set(out["flow"])
+    rest = {k: v for k, v in full["flow"].items()
+            if k not in ("packets", "bytes", "service_address")}
+    assert out["flow"] == rest
     assert out["node_name"] == "node-a" and out["time"] == full["time"]
     assert "packets" in full["flow"]  # the API's own dict is left as it was
+    # an older Spyglass's translated destination is dropped too
+    old = {**full, "flow": {**full["flow"], "IP": {**full["flow"]["IP"],
+                                                   "destination_xlated": "10.244.0.3"}}}
+    assert "destination_xlated" not in hubble_response(old)["flow"]["IP"]
 
 
 def test_a_hubble_loss_keeps_its_name_and_counts_as_protojson_writes_them() -> None:

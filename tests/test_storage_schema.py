@@ -110,3 +110,29 @@ def test_a_version_1_store_is_brought_to_the_schema_version(tmp_path: Path) -> N
                                  num_events_lost=3)])
         assert s._client.query("SELECT source, num_events_lost FROM lost_events"
                                ).result_rows == [("AGENT_RESTART", 3)]
+
+
+def test_a_version_2_store_gets_backends_as_destinations(tmp_path: Path) -> None:
+    """Version 2 kept a translated flow's VIP as the destination and the backend in
+    destination_xlated_*; version 3 swaps them into destination_* and service_*."""
+    dsn = f"chdb://{tmp_path / 'v2'}"
+    with FlowStore.open(dsn) as s:  # made into the store a version-2 Spyglass left
+        c = s._client
+        c.command("ALTER TABLE spyglass.flows RENAME COLUMN service_ip TO destination_xlated_ip")
+        c.command("ALTER TABLE spyglass.flows RENAME COLUMN service_port TO "
+                  "destination_xlated_port")
+        c.command("ALTER TABLE spyglass.schema_version DELETE WHERE version > 2 "
+                  "SETTINGS mutations_sync = 1")
+        c.command("INSERT INTO spyglass.flows (time, uuid, destination_ip, destination_port, "
+                  "destination_xlated_ip, destination_xlated_port) VALUES "
+                  "(now64(9), 'translated', '::ffff:10.96.0.10', 80, '::ffff:10.244.0.3', 8080), "
+                  "(now64(9), 'plain', '::ffff:10.244.0.5', 53, NULL, 0)")
+    with FlowStore.open(dsn) as s:
+        rows = s._client.query(
+            "SELECT uuid, IPv6NumToString(destination_ip), destination_port, "
+            "IPv6NumToString(service_ip), service_port FROM spyglass.flows ORDER BY uuid"
+        ).result_rows
+        assert rows == [("plain", "::ffff:10.244.0.5", 53, None, 0),
+                        ("translated", "::ffff:10.244.0.3", 8080, "::ffff:10.96.0.10", 80)]
+        assert s._client.query("SELECT max(version) FROM spyglass.schema_version"
+                               ).result_rows == [(SCHEMA_VERSION,)]

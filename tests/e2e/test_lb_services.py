@@ -55,8 +55,9 @@ def backends_seen(up: Up, vip: str, sports: set[int]) -> set[str]:
     flows = up.wait_flows(
         lambda fl: {f["l4"]["TCP"]["source_port"] for f in fl if "TCP" in f["l4"]} >= sports,
         "--to-service", "e2e-a/echo", "--protocol", "tcp", last=20000)
-    return {f["IP"]["destination_xlated"] for f in flows
-            if f["l4"]["TCP"]["source_port"] in sports and f["IP"].get("destination") == vip}
+    return {f["IP"]["destination"] for f in flows
+            if f["l4"]["TCP"]["source_port"] in sports
+            and f.get("service_address", {}).get("ip") == vip}
 
 
 def test_clusterip_reaches_the_backend_and_flows_name_the_service(svc: Up) -> None:
@@ -67,11 +68,37 @@ def test_clusterip_reaches_the_backend_and_flows_name_the_service(svc: Up) -> No
     assert client(svc, "udp", f"{vip}:53")["echo"] == "ping-udp"
     server_ip = svc.pods()["e2e-a/server-0"]["ip"]
     assert backends_seen(svc, vip, {int(res["sport"])}) == {server_ip}
-    flows = svc.flows("--to-service", "e2e-a/echo", "--protocol", "tcp")
-    f = next(f for f in flows if f["l4"]["TCP"]["source_port"] == res["sport"])
-    assert f["destination_service"] == {"name": "echo", "namespace": "e2e-a"}
-    assert f["destination"]["pod_name"] == "server-0"
-    assert f["l4"]["TCP"]["destination_port"] == 80  # the service port the client asked for
+    # As Cilium's socket LB reports it: every event of the connection, at every point and
+    # both ways, carries the backend's address and target port (what policy enforces on),
+    # the service is named, and the VIP stays in Spyglass's own service_address.
+    sport = int(res["sport"])
+    conn = [f for f in svc.flows("--port", str(sport), "--protocol", "tcp")
+            if sport in (f["l4"]["TCP"]["source_port"], f["l4"]["TCP"]["destination_port"])]
+    forward = [f for f in conn if f["l4"]["TCP"]["source_port"] == sport]
+    replies = [f for f in conn if f["l4"]["TCP"]["destination_port"] == sport]
+    assert forward and replies
+    points = {f.get("trace_observation_point") for f in forward}
+    assert {"FROM_ENDPOINT", "TO_ENDPOINT"} <= points, points
+    for f in forward:
+        assert (f["IP"]["destination"], f["l4"]["TCP"]["destination_port"]) == (server_ip, 8080)
+        assert f["destination"]["pod_name"] == "server-0"
+        assert f["destination_service"] == {"name": "echo", "namespace": "e2e-a"}
+        assert f["service_address"] == {"ip": vip, "port": 80}
+    for f in replies:
+        assert (f["IP"]["source"], f["l4"]["TCP"]["source_port"]) == (server_ip, 8080)
+        assert f["source_service"] == {"name": "echo", "namespace": "e2e-a"}
+        assert f["service_address"] == {"ip": vip, "port": 80}
+    # Filters see the same: the backend's port and pod select the connection's requests.
+    by_backend = svc.flows("--to-port", "8080", "--to-pod", "e2e-a/server-0",
+                           "--from-port", str(sport))
+    assert {f["uuid"] for f in by_backend} == {f["uuid"] for f in forward}
+    assert svc.flows("--to-port", "80", "--from-port", str(sport)) == []
+    # Hubble's JSON has no field for the VIP: -o json leaves it out.
+    out = svc.cli("observe", "--server", svc.url, "--last", "5000", "-o", "json",
+                  "--from-port", str(sport))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line)["flow"] for line in out.stdout.splitlines() if '"flow"' in line]
+    assert lines and all("service_address" not in f for f in lines)
 
 
 def test_backends_follow_lab_add_and_scale(svc: Up, tmp_path: Path) -> None:
