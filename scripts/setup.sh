@@ -63,7 +63,8 @@ fi
 # It lists files, so it is redone when pyproject.toml or the set of package files changes.
 stamp=.venv/.spyglass-installed
 files_now=$(find model bpf policy lab collector storage api agent cli ui -type f \
-              \( -name '*.py' -o -name '*.c' -o -name '*.h' -o -name '*.yaml' -o -name 'py.typed' \
+              \( -name '*.py' -o -name '*.pyi' -o -name '*.proto' -o -name '*.c' -o -name '*.h' \
+                 -o -name '*.yaml' -o -name 'py.typed' \
                  -o -path 'ui/static/*' \) -not -path '*/__pycache__/*' | sort | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$(cat "$stamp")" != "$files_now" ] \
    || ! .venv/bin/python -c 'import spyglass.model' 2>/dev/null; then
