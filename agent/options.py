@@ -86,6 +86,11 @@ class AgentOptions:
 
     listen: str = _opt(f"{defaults.LISTEN_HOST}:{defaults.LISTEN_PORT}", "--listen",
                        "Address of the API.")
+    grpc_listen: str = _opt(f"{defaults.LISTEN_HOST}:{defaults.HUBBLE_PORT}", "--grpc-listen",
+                            "Address of Hubble's gRPC API (observer, peer), loopback only; "
+                            "'' turns it off.")
+    grpc_socket: str = _opt(defaults.HUBBLE_SOCKET, "--grpc-socket",
+                            "Unix socket of Hubble's gRPC API (mode 0600); '' turns it off.")
     aggregation: str = _opt("medium", "--monitor-aggregation",
                             "none reports every packet; the others report a connection when "
                             "it is new, when its TCP flags gain a bit, when it closes, and "

@@ -154,6 +154,7 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
     agent = Agent(opts)
     token_file = ""
     server: Any = None
+    hubble: Any = None
     teardown = lab is not None
     previous = {s: signal.signal(s, _raise_interrupt) for s in _ENDING}
     try:
@@ -172,7 +173,13 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
                          routers=[policy_router(agent.policies, agent.flow_by_uuid)])
         server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
                              ssl_keyfile=opts.tls_key)
-        _banner(say, agent, opts, teardown)
+        if opts.grpc_listen or opts.grpc_socket:
+            from spyglass.api.hubble_grpc import HubbleServer
+
+            hubble = HubbleServer(agent, app.state.streams, listen=opts.grpc_listen,
+                                  socket_path=opts.grpc_socket)
+            hubble.start()
+        _banner(say, agent, opts, teardown, hubble)
         signal.signal(signal.SIGHUP, lambda s, f: server.handle_exit(s, f))
         server.run()  # its own SIGINT/SIGTERM handlers; returns on either
         return 0
@@ -188,6 +195,8 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
         if os.getpid() != owner:  # never tear down from a forked helper
             os._exit(1)
         with _teardown_signals(say):
+            if hubble is not None:
+                hubble.stop()
             if token_file:
                 remove_local_token(token_file)
             say("[dim]spyglass:[/] tearing down" if teardown else
@@ -207,7 +216,8 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
             signal.signal(s, handler)
 
 
-def _banner(say: SafeOutput, agent: Agent, opts: AgentOptions, composite: bool) -> None:
+def _banner(say: SafeOutput, agent: Agent, opts: AgentOptions, composite: bool,
+            hubble: Any = None) -> None:
     scheme = "https" if opts.tls_cert else "http"
     url = f"{scheme}://{opts.host}:{opts.port}"
     pods = len(agent.view.lab.pods) if agent.view is not None else 0
@@ -219,6 +229,11 @@ def _banner(say: SafeOutput, agent: Agent, opts: AgentOptions, composite: bool) 
         say(f"  restart {g.restarts}: {g.waiting_in_rings} events waited in the rings, "
             f"{g.lost_in_rings + g.failures_untold} were lost while no agent ran")
     say(f"  dashboard:    [bold]{url}/[/]")
+    if hubble is not None:
+        where = " and ".join(w for w in (
+            f"{hubble.address}" if hubble.listen else "",
+            f"unix://{hubble.socket_path}" if hubble.socket_path else "") if w)
+        say(f"  Hubble gRPC:  [bold]{where}[/]  (hubble observe --server …)")
     say("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
     say("  stop:         Ctrl-C here" + (" (tears everything down)" if composite else
                                          " (the datapath keeps enforcing)"))

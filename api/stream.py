@@ -10,7 +10,7 @@ the ring, the ring's own marker (HUBBLE_RING_BUFFER) says so. Either way the
 loss is told and counted, and nobody else notices.
 
 `since` streams history from the store first, then switches to the ring with
-neither a gap nor a duplicate (see `_history_then_ring`).
+neither a gap nor a duplicate (see `history_then_ring`).
 
 Close codes: 1000 when the server shuts down (after what was written), 1008
 for a bad request or a missing token (the JSON error envelope is sent first,
@@ -69,9 +69,10 @@ CLIENT_QUEUE_SIZE = 4096
 #: keeps the interpreter from the collector's thread and the other clients' readers, and
 #: they lose events for it (measured in bench/README.md, "Live clients").
 CLIENT_CPU_SHARE = 0.25
-#: CPU-seconds a client may spend at once before its share applies (one poll's worth of
-#: a whole CPU, so a burst after a quiet spell goes out at full speed).
-CLIENT_CPU_BURST_S = POLL_INTERVAL_S
+#: CPU-seconds a client may spend at once before its share applies, so that a burst
+#: after a quiet spell goes out at full speed (a quarter second of a whole CPU: about
+#: 10k flows; the perf rings hold 0.2 s of a 300k events/s flood).
+CLIENT_CPU_BURST_S = 0.25
 #: A reader further behind the ring's head than this fraction of its capacity does not
 #: wait for its queue to drain: it drops what does not fit, so that it catches up and
 #: is never lapped by a client that is merely slow (the loss is then the client's own,
@@ -353,17 +354,17 @@ async def _stream(ws: WebSocket, source: FlowSource, hub: StreamHub, gate: Gate)
             await _refuse(ws, 503, NO_STORE, CLOSE_ERROR)
             return
         try:
-            seq, skip = await _history_then_ring(store, ring, query, send, gate)
+            seq, skip = await history_then_ring(store, ring, query, send, gate)
         except ApiError as exc:
             await _refuse(ws, exc.status, exc.message,
                           CLOSE_TRY_AGAIN if exc.status == 429 else CLOSE_ERROR)
             return
     else:
-        seq, skip = await _backlog(ring, query, mask, send), None
+        seq, skip = await backlog(ring, query, mask, send), None
     await _live(ws, ring, hub, seq, skip, mask, node)
 
 
-async def _backlog(ring: RingReader, query: FlowQuery, mask: Mask | None,
+async def backlog(ring: RingReader, query: FlowQuery, mask: Mask | None,
                    send: Callable[[Event], Awaitable[None]]) -> int:
     """`last=N`: the newest matching events before the head, then live from that head,
     so that an event written while the backlog is read is sent once, live."""
@@ -377,7 +378,7 @@ async def _backlog(ring: RingReader, query: FlowQuery, mask: Mask | None,
     return seq
 
 
-async def _history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQuery,
+async def history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQuery,
                              send: Callable[[Event], Awaitable[None]], gate: Gate
                              ) -> tuple[int, RingSkip]:
     """Send the store's flows from `since`, then hand over to the ring without gap or repeat.
@@ -435,7 +436,7 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
     disconnected = asyncio.ensure_future(_wait_disconnect(ws))
     disconnected.add_done_callback(lambda _: queue.close())
     hub._enter()  # counted once its cursor is set: from here on no event is missed
-    reader = asyncio.ensure_future(_read_ring(ring, hub, queue, seq, skip, mask))
+    reader = asyncio.ensure_future(read_ring(ring, hub, queue, seq, skip, mask))
     budget = CpuBudget(CLIENT_CPU_SHARE, CLIENT_CPU_BURST_S)
     try:
         while True:
@@ -460,7 +461,7 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
         disconnected.cancel()
 
 
-async def _read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: int,
+async def read_ring(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: int,
                      skip_first: RingSkip | None, mask: Mask | None) -> None:
     """Move this client's events from the ring into its queue until shutdown or error.
 

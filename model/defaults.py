@@ -17,6 +17,9 @@ STORE = "chdb:///var/lib/spyglass/flows"
 #: The API: loopback only unless told otherwise (and then only with a token).
 LISTEN_HOST = "127.0.0.1"
 LISTEN_PORT = 4245
+#: Hubble's gRPC API: the port a Hubble server listens on, and Spyglass's unix socket.
+HUBBLE_PORT = 4244
+HUBBLE_SOCKET = "/var/run/spyglass/hubble.sock"
 #: Pod addresses and ClusterIPs, as a kind or kubeadm cluster's defaults.
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"

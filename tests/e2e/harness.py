@@ -76,6 +76,17 @@ class Up:
     log: Path
     started: float
     ready_after_s: float = 0.0
+    grpc: str = ""  # Hubble's gRPC API, host:port
+
+    @property
+    def grpc_socket(self) -> str:
+        return os.path.join(self.state_dir, "hubble.sock")
+
+    def grpc_args(self) -> list[str]:
+        """A port and a socket of this run's own, never the host's 4244."""
+        if not self.grpc:
+            self.grpc = f"127.0.0.1:{free_port()}"
+        return ["--grpc-listen", self.grpc, "--grpc-socket", self.grpc_socket]
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the CLI as a user on this host would: it finds this run's local credential."""
@@ -203,7 +214,7 @@ def start_up(tmp: Path, name: str, aggregation: str = "medium", extra: str = "",
              "--monitor-aggregation", aggregation, "--state-dir", state_dir,
              "--pin-dir", up.pin_dir, "--prefix", name, "--link-prefix", name,
              "--pod-cidr", pod_cidr(name), "--node-name", "e2e-node",
-             "--store", store or f"chdb://{tmp / 'store'}",
+             "--store", store or f"chdb://{tmp / 'store'}", *up.grpc_args(),
              *[a for ns in audit_namespaces for a in ("--policy-audit-namespace", ns)]],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -275,7 +286,8 @@ def start_agent(up: Up, *args: str, store: str | None = None, timeout: float = 6
         up.proc = subprocess.Popen(
             [SPYGLASS, "agent", "--listen", host_port, "--state-dir", up.state_dir,
              "--pin-dir", up.pin_dir, "--link-prefix", up.prefix, "--node-name", "e2e-node",
-             "--store", store or f"chdb://{Path(up.state_dir).parent / 'store'}", *args],
+             "--store", store or f"chdb://{Path(up.state_dir).parent / 'store'}",
+             *up.grpc_args(), *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return wait_serving(up, timeout, "spyglass agent")
 

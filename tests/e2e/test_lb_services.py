@@ -150,3 +150,37 @@ def test_an_unknown_clusterip_never_leaves_the_host(svc: Up) -> None:
         lambda fl: any(f["IP"]["destination"] == "10.111.255.254" for f in fl),
         "--verdict", "DROPPED", "--to-ip", "10.111.255.254")
     assert drops and drops[-1]["drop_reason_desc"] == "SERVICE_BACKEND_NOT_FOUND"
+
+
+def test_hubble_grpc_serves_the_same_flows_as_hubble_would(svc: Up) -> None:
+    """The real agent's gRPC API: a ClusterIP connection reads as Cilium reports it, every
+    response parses as strict Hubble JSON, and the unix socket answers as the port does."""
+    import grpc
+    from google.protobuf import json_format
+
+    from spyglass.api.hubble import observer_pb2, observer_pb2_grpc
+    from spyglass.api.hubble.json import parse_get_flows_response
+
+    vip = services(svc)["e2e-a/echo"]["cluster_ip"]
+    res = client(svc, "tcp", f"{vip}:80", "100")
+    sport = int(res["sport"])
+    server_ip = svc.pods()["e2e-a/server-0"]["ip"]
+    svc.wait_flows(lambda fl: any(f["l4"].get("TCP", {}).get("source_port") == sport
+                                  for f in fl), "--from-port", str(sport))
+    want = observer_pb2.flow__pb2.FlowFilter(source_port=[str(sport)])
+    for target in (svc.grpc, f"unix:{svc.grpc_socket}"):
+        with grpc.insecure_channel(target) as ch:
+            stub = observer_pb2_grpc.ObserverStub(ch)  # type: ignore[no-untyped-call]
+            got = list(stub.GetFlows(observer_pb2.GetFlowsRequest(number=1000,
+                                                                  whitelist=[want]),
+                                     timeout=30))
+            status = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=30)
+        flows = [r.flow for r in got if r.HasField("flow")]
+        assert flows, target
+        for r in got:
+            assert parse_get_flows_response(json_format.MessageToJson(r)) == r
+        for f in flows:
+            assert (f.IP.destination, f.l4.TCP.destination_port) == (server_ip, 8080)
+            assert (f.destination_service.name, f.destination.pod_name) == ("echo", "server-0")
+            assert f.node_name == "e2e-node"
+        assert status.num_flows > 0 and status.max_flows > 0

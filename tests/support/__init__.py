@@ -10,6 +10,8 @@ in `support.store`, imported on its own: it needs pytest and Hypothesis.
 """
 
 from support.flows import NODE, T0, endpoint, flow, flows
+from support.liststore import ListStore
 from support.sources import FakeSource, collector_stats
 
-__all__ = ["NODE", "T0", "FakeSource", "collector_stats", "endpoint", "flow", "flows"]
+__all__ = ["NODE", "T0", "FakeSource", "ListStore", "collector_stats", "endpoint", "flow",
+           "flows"]
