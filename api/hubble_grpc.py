@@ -57,7 +57,8 @@ from spyglass.api.stream import (
 )
 from spyglass.collector.filters import FilterError, FilterSet
 from spyglass.collector.filters.flowfilter import FlowFilter
-from spyglass.model.flow import Event, responses
+from spyglass.model.enums import Protocol
+from spyglass.model.flow import Endpoint, Event, Flow, event_to_response, tcp_flag_names
 from spyglass.model.hubble_json import hubble_response
 
 log = logging.getLogger("spyglass.api.grpc")
@@ -80,7 +81,88 @@ def to_message(body: dict[str, Any]) -> observer_pb2.GetFlowsResponse:
 
 
 def messages(events: list[Event], node: str) -> list[observer_pb2.GetFlowsResponse]:
-    return [to_message(r) for r in responses(events, node)]
+    """The events as GetFlowsResponses, built field by field (ten times cheaper than
+    `to_message`, and held equal to it by tests/test_hubble_grpc.py). Endpoints that a
+    batch's flows share are built once."""
+    memo: dict[int, flow_pb2.Endpoint] = {}
+    out = []
+    for ev in events:
+        if isinstance(ev, Flow):
+            msg = observer_pb2.GetFlowsResponse(flow=flow_message(ev, memo), node_name=node)
+            msg.time.CopyFrom(msg.flow.time)
+            out.append(msg)
+        else:
+            out.append(to_message(event_to_response(ev, node)))
+    return out
+
+
+def _enum(value: int) -> Any:
+    """A Spyglass enum member as the schema's enum number (the numbers are the same; the
+    stubs type enum fields as their own wrapper classes)."""
+    return int(value)
+
+
+def _endpoint(ep: Endpoint, memo: dict[int, flow_pb2.Endpoint]) -> flow_pb2.Endpoint:
+    m = memo.get(id(ep))
+    if m is None:
+        m = memo[id(ep)] = flow_pb2.Endpoint(
+            ID=ep.ID, identity=ep.identity, namespace=ep.namespace, labels=list(ep.labels),
+            pod_name=ep.pod_name,
+            workloads=[flow_pb2.Workload(name=w.name, kind=w.kind) for w in ep.workloads])
+    return m
+
+
+def flow_message(f: Flow, memo: dict[int, flow_pb2.Endpoint] | None = None) -> flow_pb2.Flow:
+    """Hubble's Flow for a flow: what `Flow.to_dict` says, less Spyglass's own fields."""
+    memo = {} if memo is None else memo
+    m = flow_pb2.Flow(uuid=f.uuid, verdict=_enum(f.verdict), Type=flow_pb2.L3_L4,
+                      node_name=f.node_name, traffic_direction=_enum(f.traffic_direction),
+                      Summary=f.summary)
+    m.time.seconds, m.time.nanos = divmod(f.time_ns, 1_000_000_000)
+    if f.drop_reason:
+        m.drop_reason = int(f.drop_reason)
+        m.drop_reason_desc = _enum(f.drop_reason)
+    ip = m.IP
+    ip.source, ip.destination = f.source_ip, f.destination_ip
+    ip.ipVersion = flow_pb2.IPv6 if f.ip_version == 6 else flow_pb2.IPv4
+    proto = f.protocol
+    m.l4.SetInParent()  # present, if empty, as in the JSON (`"l4": {}`)
+    if proto in (Protocol.TCP, Protocol.UDP, Protocol.SCTP):
+        l4 = getattr(m.l4, f.protocol_name)
+        l4.source_port, l4.destination_port = f.source_port, f.destination_port
+        if proto == Protocol.TCP:
+            l4.flags.SetInParent()  # `"flags": {}` even when no flag is set
+            for name in tcp_flag_names(f.tcp_flags):
+                setattr(l4.flags, name, True)
+    elif proto in (Protocol.ICMP, Protocol.ICMPV6):
+        l4 = getattr(m.l4, f.protocol_name)
+        l4.type, l4.code = f.icmp_type, f.icmp_code
+    m.source.CopyFrom(_endpoint(f.source, memo))
+    m.destination.CopyFrom(_endpoint(f.destination, memo))
+    m.event_type.type, m.event_type.sub_type = int(f.event_type), f.event_subtype
+    if f.observation_point:
+        m.trace_observation_point = _enum(f.observation_point)
+    if f.trace_reason:
+        m.trace_reason = _enum(f.trace_reason)
+    if f.is_reply is not None:
+        m.is_reply.value = f.is_reply
+    if f.interface_index:
+        m.interface.index, m.interface.name = f.interface_index, f.interface_name
+    if f.policy_match_type:
+        m.policy_match_type = int(f.policy_match_type)
+    for key in ("ingress_allowed_by", "egress_allowed_by", "ingress_denied_by",
+                "egress_denied_by"):
+        refs = getattr(f, key)
+        if refs:
+            getattr(m, key).extend(flow_pb2.Policy(name=p.name, namespace=p.namespace,
+                                                   kind=p.kind) for p in refs)
+    if f.source_service is not None:
+        m.source_service.name = f.source_service.name
+        m.source_service.namespace = f.source_service.namespace
+    if f.destination_service is not None:
+        m.destination_service.name = f.destination_service.name
+        m.destination_service.namespace = f.destination_service.namespace
+    return m
 
 
 def filters_from(request: observer_pb2.GetFlowsRequest) -> FilterSet:

@@ -7,24 +7,29 @@ list-backed store, so history and the ring's hand-over can be staged exactly.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import NODE, FakeSource, ListStore, flow, flows
+from support.store import any_flows
 
 from spyglass.api.hubble import observer_pb2, observer_pb2_grpc, peer_pb2, peer_pb2_grpc
 from spyglass.api.hubble.json import parse_get_flows_response
-from spyglass.api.hubble_grpc import HubbleServer, to_message
+from spyglass.api.hubble_grpc import HubbleServer, messages, to_message
 from spyglass.api.stream import StreamHub
 from spyglass.model.enums import LostEventSource, Verdict
-from spyglass.model.flow import LostEvent, event_to_response
+from spyglass.model.flow import Flow, LostEvent, event_from_response, event_to_response
 
 NOW = time.time_ns()
 T0 = NOW - 600 * 1_000_000_000
@@ -245,3 +250,21 @@ def test_since_with_follow_hands_over_to_live_without_gap_or_repeat(served: Serv
     ring.write_many(flows(2, start=10, t0=T0))  # live, after the hand-over
     reader.join(WAIT_S)
     assert got == [f"u{i:06d}" for i in range(12)]
+
+
+# -- the wire message is the Hubble JSON ------------------------------------------------
+
+GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "flow_text.json").read_text())
+
+
+@pytest.mark.parametrize("case", GOLDEN["cases"], ids=[c["name"] for c in GOLDEN["cases"]])
+def test_built_messages_equal_the_parsed_hubble_json(case: dict[str, Any]) -> None:
+    f = event_from_response(case["response"])
+    assert isinstance(f, Flow)
+    assert messages([f], NODE) == [to_message(event_to_response(f, NODE))]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(any_flows(), min_size=1, max_size=5))
+def test_built_messages_equal_the_parsed_hubble_json_for_any_flow(fs: list[Flow]) -> None:
+    assert messages(list(fs), "n") == [to_message(event_to_response(f, "n")) for f in fs]
