@@ -22,7 +22,6 @@ import functools
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +30,7 @@ from google.protobuf import json_format, wrappers_pb2
 from google.protobuf.message import Message
 from starlette.concurrency import run_in_threadpool
 
+from spyglass.api.app import build_status
 from spyglass.api.errors import ApiError
 from spyglass.api.gate import HISTORY_SLOTS, Gate
 from spyglass.api.history import NO_STORE, history_page
@@ -45,15 +45,12 @@ from spyglass.api.hubble import (
 from spyglass.api.params import FlowQuery
 from spyglass.api.source import FlowSource, RateMeter
 from spyglass.api.stream import (
-    CLIENT_CPU_BURST_S,
-    CLIENT_CPU_SHARE,
     SEND_BATCH,
     ClientQueue,
-    CpuBudget,
     StreamHub,
     backlog,
     history_then_ring,
-    read_ring,
+    live_batches,
 )
 from spyglass.collector.filters import FilterError, FilterSet
 from spyglass.collector.filters.flowfilter import FlowFilter
@@ -291,31 +288,14 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
             seq, skip = handover.result()
         else:
             seq, skip = await backlog(ring, query, query.mask(), _put(queue)), None
-        self.hub._enter()
-        reader = asyncio.ensure_future(read_ring(ring, self.hub, queue, seq, skip,
-                                                 query.mask()))
-        budget = CpuBudget(CLIENT_CPU_SHARE, CLIENT_CPU_BURST_S)
-        try:
-            while True:
-                evs = await queue.get_many(SEND_BATCH)
-                if not evs:
-                    break
-                spent = time.thread_time()
-                out = messages(evs, node)
-                pause = budget.charge(time.thread_time() - spent)
-                for msg in out:
-                    yield msg
-                await asyncio.sleep(pause)
-            if queue.error is not None:
-                raise queue.error
-        finally:
-            self.hub._leave()
-            reader.cancel()
+        async for evs in live_batches(ring, self.hub, queue, seq, skip, query.mask()):
+            for msg in messages(evs, node):
+                yield msg
+        if queue.error is not None:
+            raise queue.error
 
     async def ServerStatus(self, request: observer_pb2.ServerStatusRequest,  # noqa: N802
                            context: grpc.aio.ServicerContext) -> Any:
-        from spyglass.api.app import build_status
-
         st = build_status(self.source, self.hub, self.rate)
         return observer_pb2.ServerStatusResponse(
             num_flows=st.num_flows, max_flows=st.max_flows, seen_flows=st.seen_flows,
@@ -325,8 +305,6 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
 
     async def GetNodes(self, request: observer_pb2.GetNodesRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> Any:
-        from spyglass.api.app import build_status
-
         st = build_status(self.source, self.hub, self.rate)
         node = observer_pb2.Node(
             name=st.node_name, version=st.version, address=self.address,
@@ -496,4 +474,4 @@ class HubbleServer:
 
 
 __all__ = ["DEFAULT_PORT", "HubbleServer", "ObserverService", "PeerService", "filters_from",
-           "flow_pb2", "messages", "query_from", "to_message"]
+           "flow_message", "messages", "query_from", "to_message"]

@@ -29,7 +29,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeGuard
 
 import numpy as np
@@ -430,11 +430,14 @@ async def history_then_ring(store: HistoryStore, ring: RingReader, query: FlowQu
     return start, RingSkip(until_seq, already_sent)
 
 
-async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
-                skip: RingSkip | None, mask: Mask | None, node: str) -> None:
-    queue = ClientQueue(hub)
-    disconnected = asyncio.ensure_future(_wait_disconnect(ws))
-    disconnected.add_done_callback(lambda _: queue.close())
+async def live_batches(ring: RingReader, hub: StreamHub, queue: ClientQueue, seq: int,
+                       skip: RingSkip | None, mask: Mask | None,
+                       ) -> AsyncIterator[list[Event]]:
+    """One live client's events from `seq` on, in batches, until `queue` is closed and
+    drained: the reader task fills the queue, and the consumer's work on each batch
+    (serialising, sending) is charged to the client's CPU budget when it asks for the
+    next one. The WebSocket and the gRPC stream both send from here. A reader's error is
+    left in `queue.error` for the caller to raise."""
     hub._enter()  # counted once its cursor is set: from here on no event is missed
     reader = asyncio.ensure_future(read_ring(ring, hub, queue, seq, skip, mask))
     budget = CpuBudget(CLIENT_CPU_SHARE, CLIENT_CPU_BURST_S)
@@ -444,20 +447,31 @@ async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
             if not evs:
                 break
             spent = time.thread_time()
-            for text in _texts(evs, node):
-                await ws.send_text(text)
+            yield evs
             # A send into a socket with room does not suspend: yield once per batch (or
             # for as long as the budget says), or a busy client's sender would keep the
             # collector and every other stream's reader off the interpreter.
             await asyncio.sleep(budget.charge(time.thread_time() - spent))
+    finally:
+        hub._leave()
+        reader.cancel()
+
+
+async def _live(ws: WebSocket, ring: RingReader, hub: StreamHub, seq: int,
+                skip: RingSkip | None, mask: Mask | None, node: str) -> None:
+    queue = ClientQueue(hub)
+    disconnected = asyncio.ensure_future(_wait_disconnect(ws))
+    disconnected.add_done_callback(lambda _: queue.close())
+    try:
+        async for evs in live_batches(ring, hub, queue, seq, skip, mask):
+            for text in _texts(evs, node):
+                await ws.send_text(text)
         if disconnected.done():
             return
         if queue.error is not None:
             raise queue.error
         await _close(ws, CLOSE_NORMAL, "Spyglass is shutting down")
     finally:
-        hub._leave()
-        reader.cancel()
         disconnected.cancel()
 
 
@@ -518,8 +532,7 @@ def _texts(events: list[Event], node: str) -> list[str]:
 
 
 async def _offer_rows(queue: ClientQueue, chunk: EnrichedBatch, mask: Mask | None,
-                      skip: RingSkip | None, patient: Callable[[int], bool] = lambda row: True,
-                      ) -> None:
+                      skip: RingSkip | None, patient: Callable[[int], bool]) -> None:
     """Queue the rows of one batch slice that the filter selects, as Flows, building only
     as many as the queue has room for. When the queue fills, a reader that is still
     `patient(row)` (near the ring's head) gives the sender one poll interval to drain it; what

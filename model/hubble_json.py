@@ -47,8 +47,8 @@ _NAMED: tuple[tuple[str, type[Any], str], ...] = (
 
 #: LostEventSource names Hubble's enum has; Spyglass's own sources go out as their number
 #: (proto3 enums are open, so a strict parser keeps an unknown number).
-HUBBLE_LOST_SOURCES = frozenset({"UNKNOWN_LOST_EVENT_SOURCE", "PERF_EVENT_RING_BUFFER",
-                                 "OBSERVER_EVENTS_QUEUE", "HUBBLE_RING_BUFFER"})
+HUBBLE_LOST_SOURCES = frozenset(s.name for s in LostEventSource
+                                if s <= LostEventSource.HUBBLE_RING_BUFFER)
 
 
 def hubble_flow(flow: dict[str, Any]) -> dict[str, Any]:
