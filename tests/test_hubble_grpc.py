@@ -22,9 +22,10 @@ from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import NODE, FakeSource, ListStore, flow, flows
+from support.grpcserved import WAIT_S, Served, serve, uuids
 from support.store import any_flows
 
-from spyglass.api.hubble import observer_pb2, observer_pb2_grpc, peer_pb2, peer_pb2_grpc
+from spyglass.api.hubble import observer_pb2, observer_pb2_grpc, peer_pb2
 from spyglass.api.hubble.json import parse_get_flows_response
 from spyglass.api.hubble_grpc import HubbleServer, messages, to_message
 from spyglass.api.stream import StreamHub
@@ -33,37 +34,16 @@ from spyglass.model.flow import Flow, LostEvent, event_from_response, event_to_r
 
 NOW = time.time_ns()
 T0 = NOW - 600 * 1_000_000_000
-WAIT_S = 10
-
-
-class Served:
-    def __init__(self, source: FakeSource, server: HubbleServer, channel: grpc.Channel) -> None:
-        self.source, self.server, self.channel = source, server, channel
-        self.observer = observer_pb2_grpc.ObserverStub(channel)  # type: ignore[no-untyped-call]
-        self.peer = peer_pb2_grpc.PeerStub(channel)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[Served]:
-    source = FakeSource(store=ListStore(), namespaces=["shop", "db"])
-    server = HubbleServer(source, StreamHub(source.losses), listen="127.0.0.1:0",
-                          socket_path=str(tmp_path / "run" / "hubble.sock"))
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-    try:
-        yield Served(source, server, channel)
-    finally:
-        channel.close()
-        server.stop()
-
-
-def uuids(responses: list[observer_pb2.GetFlowsResponse]) -> list[str]:
-    return [r.flow.uuid for r in responses if r.HasField("flow")]
+    with serve(FakeSource(store=ListStore(), namespaces=["shop", "db"]), tmp_path) as s:
+        yield s
 
 
 def get(s: Served, **fields: object) -> list[observer_pb2.GetFlowsResponse]:
-    req = observer_pb2.GetFlowsRequest(**fields)  # type: ignore[arg-type]
-    return list(s.observer.GetFlows(req, timeout=WAIT_S))
+    return s.get(**fields)
 
 
 def test_get_flows_number_is_the_newest_oldest_first(served: Served) -> None:
