@@ -12,12 +12,15 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from spyglass.model import defaults
 from spyglass.policy.compile import DEFAULT_MAX_ENTRIES
+
+if TYPE_CHECKING:
+    from spyglass.api.grpc_security import GrpcTls
 
 F = TypeVar("F", bound=Callable[..., Any])
 AGGREGATION_LEVELS = ("none", "disabled", "lowest", "low", "medium", "max", "maximum")
@@ -87,10 +90,26 @@ class AgentOptions:
     listen: str = _opt(f"{defaults.LISTEN_HOST}:{defaults.LISTEN_PORT}", "--listen",
                        "Address of the API.")
     grpc_listen: str = _opt(f"{defaults.LISTEN_HOST}:{defaults.HUBBLE_PORT}", "--grpc-listen",
-                            "Address of Hubble's gRPC API (observer, peer), loopback only; "
+                            "Address of Hubble's gRPC API (observer, peer); beyond loopback "
+                            "it needs --grpc-tls-cert and a token or --grpc-tls-client-ca. "
                             "'' turns it off.")
     grpc_socket: str = _opt(defaults.HUBBLE_SOCKET, "--grpc-socket",
                             "Unix socket of Hubble's gRPC API (mode 0600); '' turns it off.")
+    grpc_tls_cert: str | None = _opt(None, "--grpc-tls-cert", "PEM certificate: serve the "
+                                     "gRPC API over TLS.",
+                                     kind=click.Path(exists=True, dir_okay=False))
+    grpc_tls_key: str | None = _opt(None, "--grpc-tls-key", "PEM private key of "
+                                    "--grpc-tls-cert.",
+                                    kind=click.Path(exists=True, dir_okay=False))
+    grpc_tls_client_ca: str | None = _opt(None, "--grpc-tls-client-ca", "PEM CA: require "
+                                          "gRPC clients to show a certificate it signed "
+                                          "(mTLS, as Hubble Relay does); it stands in for "
+                                          "the token.",
+                                          kind=click.Path(exists=True, dir_okay=False))
+    grpc_tls_server_name: str = _opt("", "--grpc-tls-server-name", "The name in the gRPC "
+                                     "certificate that peers check; default "
+                                     "<node>.default.hubble-grpc.cilium.io, as Cilium names "
+                                     "it.", metavar="NAME")
     aggregation: str = _opt("medium", "--monitor-aggregation",
                             "none reports every packet; the others report a connection when "
                             "it is new, when its TCP flags gain a bit, when it closes, and "
@@ -159,6 +178,17 @@ class AgentOptions:
         return self.node_name or os.uname().nodename
 
     @property
+    def grpc_tls(self) -> GrpcTls | None:
+        """The gRPC API's TLS, if --grpc-tls-cert is given (grpc is imported only then)."""
+        if not self.grpc_tls_cert or not self.grpc_tls_key:
+            return None
+        from spyglass.api.grpc_security import GrpcTls
+
+        return GrpcTls(cert=self.grpc_tls_cert, key=self.grpc_tls_key,
+                       client_ca=self.grpc_tls_client_ca,
+                       server_name=self.grpc_tls_server_name)
+
+    @property
     def store_dsn(self) -> str | None:
         return None if self.store.lower() == "none" else self.store
 
@@ -171,6 +201,11 @@ class AgentOptions:
             raise click.UsageError(str(exc)) from None
         if bool(self.tls_cert) != bool(self.tls_key):
             raise click.UsageError("--tls-cert and --tls-key go together")
+        if bool(self.grpc_tls_cert) != bool(self.grpc_tls_key):
+            raise click.UsageError("--grpc-tls-cert and --grpc-tls-key go together")
+        if (self.grpc_tls_client_ca or self.grpc_tls_server_name) and not self.grpc_tls_cert:
+            raise click.UsageError("--grpc-tls-client-ca and --grpc-tls-server-name need "
+                                   "--grpc-tls-cert and --grpc-tls-key")
         if self.perf_ring_pages < 1 or self.perf_ring_pages & (self.perf_ring_pages - 1):
             raise click.UsageError(f"--perf-ring-pages {self.perf_ring_pages} is not a power "
                                    "of two; try 64")

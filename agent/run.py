@@ -140,6 +140,7 @@ def run_up(lab_opts: LabOptions, opts: AgentOptions, console: Console) -> int:
 def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
     from spyglass.api.app import create_app
     from spyglass.api.auth import AuthConfig, check_listen_security, token_from_env
+    from spyglass.api.grpc_security import check_grpc_listen
     from spyglass.api.guard import HostPolicy
     from spyglass.api.policy_routes import policy_router
     from spyglass.api.serve import make_server
@@ -148,6 +149,8 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
     opts.check()
     token = token_from_env(opts.token)
     check_listen_security(opts.host, token)
+    grpc_tls = opts.grpc_tls
+    check_grpc_listen(opts.grpc_listen, grpc_tls, token)
     check_listen(opts.host, opts.port)
     _guard_forks()
     owner = os.getpid()
@@ -167,8 +170,8 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
         if lab is not None:
             lab.start_workloads()
         token_file, local_token = write_local_token(opts.state_dir)
-        app = create_app(agent, ui_dir=static_dir(), metrics=agent.metrics,
-                         auth=AuthConfig(token, opts.metrics_public, local_token),
+        auth = AuthConfig(token, opts.metrics_public, local_token)
+        app = create_app(agent, ui_dir=static_dir(), metrics=agent.metrics, auth=auth,
                          tls=bool(opts.tls_cert), hosts=HostPolicy(opts.host, opts.allowed_hosts),
                          routers=[policy_router(agent.policies, agent.flow_by_uuid)])
         server = make_server(app, opts.host, opts.port, ssl_certfile=opts.tls_cert,
@@ -177,7 +180,7 @@ def _run(opts: AgentOptions, say: SafeOutput, lab: Lab | None) -> int:
             from spyglass.api.hubble_grpc import HubbleServer
 
             hubble = HubbleServer(agent, app.state.streams, listen=opts.grpc_listen,
-                                  socket_path=opts.grpc_socket)
+                                  socket_path=opts.grpc_socket, auth=auth, tls=grpc_tls)
             hubble.start()
         _banner(say, agent, opts, teardown, hubble)
         signal.signal(signal.SIGHUP, lambda s, f: server.handle_exit(s, f))
@@ -233,7 +236,8 @@ def _banner(say: SafeOutput, agent: Agent, opts: AgentOptions, composite: bool,
         where = " and ".join(w for w in (
             f"{hubble.address}" if hubble.listen else "",
             f"unix://{hubble.socket_path}" if hubble.socket_path else "") if w)
-        say(f"  Hubble gRPC:  [bold]{where}[/]  (hubble observe --server …)")
+        tls = f", TLS as {hubble.server_name}" if hubble.tls is not None else ""
+        say(f"  Hubble gRPC:  [bold]{where}[/]{tls}  (hubble observe --server …)")
     say("  watch flows:  [bold].venv/bin/spyglass observe -f[/]  (another terminal)")
     say("  stop:         Ctrl-C here" + (" (tears everything down)" if composite else
                                          " (the datapath keeps enforcing)"))

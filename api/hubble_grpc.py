@@ -6,9 +6,9 @@ localhost:4244`). It reads the same ring, store and filters as the REST and WebS
 API, through the same pieces: `FilterSet` built from the request's FlowFilters, the
 ring's masks, `history_page` for time ranges, and the live stream's reader and queue
 (`api.stream`), so a slow gRPC client is told CLIENT_QUEUE exactly like a WebSocket
-one. Each response is the flow's Hubble JSON (`hubble_response`) parsed into
-`GetFlowsResponse` with unknown fields rejected: the wire message and `-o json` are one
-thing, and a field Hubble's schema lacks is a test failure, not a silent drop.
+one. Each Flow is built field by field (`flow_message`), and tests hold it equal to the
+flow's Hubble JSON (`hubble_response`) parsed strictly into `GetFlowsResponse`: the wire
+message and `-o json` are one thing. Who may call is api/grpc_security.py's business.
 
 Beyond Hubble OSS, `since`/`until` reach into the store's history (Hubble's ring holds
 4,095 flows), and `since` with `follow` hands over to the ring with no gap or repeat.
@@ -18,21 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
 import threading
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
-from google.protobuf import json_format, wrappers_pb2
+from google.protobuf import field_mask_pb2, json_format, wrappers_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from starlette.concurrency import run_in_threadpool
 
 from spyglass.api.app import build_status
+from spyglass.api.auth import AuthConfig
 from spyglass.api.errors import ApiError
 from spyglass.api.gate import HISTORY_SLOTS, Gate
+from spyglass.api.grpc_security import (
+    GrpcTls,
+    TokenCheck,
+    check_grpc_listen,
+    default_server_name,
+    needs_token,
+)
 from spyglass.api.history import NO_STORE, history_page
 from spyglass.api.hubble import (
     flow_pb2,
@@ -65,6 +75,7 @@ DEFAULT_PORT = 4244
 #: What GetFlows sends when a request names no number and does not follow (as `hubble
 #: observe` asks for by default).
 DEFAULT_NUMBER = 20
+FLOW_DESCRIPTOR = cast(Descriptor, flow_pb2.Flow.DESCRIPTOR)
 #: History is read in pages of this many flows.
 HISTORY_PAGE = 5000
 
@@ -189,10 +200,34 @@ def query_from(request: observer_pb2.GetFlowsRequest, capacity: int) -> FlowQuer
         raise ValueError(f"number must not be negative, got {number}")
     if since is None and until is None and not request.follow:
         number = min(number or DEFAULT_NUMBER, capacity)
-    if request.HasField("field_mask") and request.field_mask.paths:
-        raise ValueError("field_mask is not supported by Spyglass yet: ask for whole flows")
     return FlowQuery(number=number, first=bool(request.first), filters=filters_from(request),
                      since_ns=since, until_ns=until, counted=number > 0)
+
+
+def field_mask_from(request: observer_pb2.GetFlowsRequest) -> field_mask_pb2.FieldMask | None:
+    """The request's field mask over Flow (None: whole flows); ValueError names any path
+    that is not a Flow field, as Hubble refuses it."""
+    if not request.HasField("field_mask") or not request.field_mask.paths:
+        return None
+    paths = list(request.field_mask.paths)
+    bad = [p for p in paths
+           if not field_mask_pb2.FieldMask(paths=[p]).IsValidForDescriptor(FLOW_DESCRIPTOR)]
+    if bad:
+        raise ValueError(f"field_mask: {', '.join(map(repr, bad))} "
+                         f"{'is not a Flow field' if len(bad) == 1 else 'are not Flow fields'}"
+                         "; give paths of Hubble's Flow, like time, verdict, source.pod_name, "
+                         "l4.TCP.destination_port")
+    return field_mask_pb2.FieldMask(paths=paths)
+
+
+def masked(msg: observer_pb2.GetFlowsResponse,
+           mask: field_mask_pb2.FieldMask | None) -> observer_pb2.GetFlowsResponse:
+    """The response with only the mask's fields of its flow (lost events pass whole)."""
+    if mask is not None and msg.HasField("flow"):
+        kept = flow_pb2.Flow()
+        mask.MergeMessage(msg.flow, kept)
+        msg.flow.CopyFrom(kept)
+    return msg
 
 
 def _ns(request: observer_pb2.GetFlowsRequest, name: str) -> int | None:
@@ -219,6 +254,7 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
         ring = self.source.ring
         try:
             query = query_from(request, ring.capacity)
+            mask = field_mask_from(request)
         except (ValueError, FilterError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
@@ -228,12 +264,9 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NO_STORE)
             return
         try:
-            if not request.follow:
-                async for msg in self._fixed(query):
-                    yield msg
-                return
-            async for msg in self._follow(query, node):
-                yield msg
+            stream = self._fixed(query) if not request.follow else self._follow(query, node)
+            async for msg in stream:
+                yield masked(msg, mask)
         except ApiError as exc:
             code = (grpc.StatusCode.RESOURCE_EXHAUSTED if exc.status == 429
                     else grpc.StatusCode.UNAVAILABLE)
@@ -372,28 +405,28 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 class HubbleServer:
     """The gRPC server, on its own thread and event loop (the REST API's loop is uvicorn's).
 
-    It listens on a TCP address (loopback only: reads there need no credentials, as on
-    the REST API's loopback; TLS and tokens for other addresses are not served yet) and
-    on a unix socket made mode 0600 before it accepts anyone. `start` returns once both
-    are bound, or raises what went wrong.
+    It listens on a TCP address and on a unix socket made mode 0600 before it accepts
+    anyone; the two are separate gRPC servers on one loop, because only the TCP one may
+    need a token (api/grpc_security.py has the rules: loopback reads need none until
+    --token is set, other addresses need TLS and a token or a client certificate).
+    `start` returns once both are bound, or raises what went wrong.
     """
 
     def __init__(self, source: FlowSource, hub: StreamHub, *, listen: str = "",
-                 socket_path: str = "") -> None:
+                 socket_path: str = "", auth: AuthConfig | None = None,
+                 tls: GrpcTls | None = None) -> None:
         if not listen and not socket_path:
             raise ValueError("the Hubble gRPC server needs --grpc-listen or --grpc-socket")
-        if listen:
-            host = listen.rsplit(":", 1)[0].strip("[]")
-            if host not in ("127.0.0.1", "::1", "localhost"):
-                raise ValueError(
-                    f"--grpc-listen {listen}: Hubble's gRPC API is served on loopback only "
-                    "for now (TLS and tokens for it are not built yet); use "
-                    f"127.0.0.1:{DEFAULT_PORT} or the unix socket")
-        self.source, self.hub = source, hub
+        self.auth = auth or AuthConfig()
+        check_grpc_listen(listen, tls, self.auth.token)
+        if tls is not None and not tls.server_name:
+            tls = dataclasses.replace(tls, server_name=default_server_name(source.node_name))
+        self.source, self.hub, self.tls = source, hub, tls
+        self._credentials = tls.credentials() if tls is not None else None
         self.listen, self.socket_path = listen, socket_path
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -406,6 +439,11 @@ class HubbleServer:
         if self.listen:
             return f"{self.listen.rsplit(':', 1)[0]}:{self.port}"
         return f"unix://{self.socket_path}"
+
+    @property
+    def server_name(self) -> str:
+        """The name clients check the server's certificate against ('' without TLS)."""
+        return self.tls.server_name if self.tls is not None else ""
 
     def start(self, timeout: float = 10) -> None:
         self._thread = threading.Thread(target=self._run, name="spyglass-hubble-grpc",
@@ -428,10 +466,16 @@ class HubbleServer:
 
     async def _serve(self) -> None:
         # No SO_REUSEPORT: a second agent on the same port must fail, not share it.
-        server = self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        options = [("grpc.so_reuseport", 0)]
         if self.listen:
+            check = needs_token(self.listen, self.tls, self.auth)
+            tcp = grpc.aio.server(options=options,
+                                  interceptors=[TokenCheck(self.auth)] if check else [])
+            self._servers.append(tcp)
             try:
-                self.port = server.add_insecure_port(self.listen)
+                self.port = (tcp.add_secure_port(self.listen, self._credentials)
+                             if self._credentials is not None
+                             else tcp.add_insecure_port(self.listen))
             except RuntimeError:
                 self.port = 0
             if not self.port:
@@ -439,26 +483,33 @@ class HubbleServer:
                                  "the port taken (another Hubble or Spyglass)? Pick another "
                                  "with --grpc-listen, or turn it off with --grpc-listen ''")
         if self.socket_path:
+            unix = grpc.aio.server(options=options)
+            self._servers.append(unix)
             os.makedirs(os.path.dirname(self.socket_path) or ".", mode=0o755, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
             old = os.umask(0o177)  # born 0600: no moment where others may connect
             try:
-                server.add_insecure_port(f"unix:{self.socket_path}")
+                unix.add_insecure_port(f"unix:{self.socket_path}")
             finally:
                 os.umask(old)
-        name = self.source.node_name
-        observer_pb2_grpc.add_ObserverServicer_to_server(  # type: ignore[no-untyped-call]
-            ObserverService(self.source, self.hub, address=self.address), server)
-        peer_pb2_grpc.add_PeerServicer_to_server(  # type: ignore[no-untyped-call]
-            PeerService(name, self.address), server)
+        # Once the port is known (the services tell it); one of each, so both listeners
+        # share the history gate and the flow rate.
+        observer = ObserverService(self.source, self.hub, address=self.address,
+                                   tls_server_name=self.server_name)
+        peer = PeerService(self.source.node_name, self.address, self.server_name)
+        for server in self._servers:
+            observer_pb2_grpc.add_ObserverServicer_to_server(  # type: ignore[no-untyped-call]
+                observer, server)
+            peer_pb2_grpc.add_PeerServicer_to_server(peer, server)  # type: ignore[no-untyped-call]
         self._stopping = asyncio.Event()
-        await server.start()
+        for server in self._servers:
+            await server.start()
         if self.socket_path:
             os.chmod(self.socket_path, 0o600)
         self._ready.set()
         await self._stopping.wait()
-        await server.stop(self._grace)
+        await asyncio.gather(*(server.stop(self._grace) for server in self._servers))
 
     def stop(self, grace: float = 1.0) -> None:
         """Stop serving (open streams end), remove the socket and join the thread."""

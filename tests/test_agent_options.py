@@ -429,3 +429,38 @@ def test_manifest_path_of_demo_is_the_bundled_demo() -> None:
     assert path.parts[-3:] == ("lab", "manifests", "demo.yaml")
     assert path.is_file()
     assert "kind: Pod" in path.read_text()
+
+
+def test_check_refuses_half_of_grpc_tls() -> None:
+    for opts in (AgentOptions(grpc_tls_cert="c.pem"), AgentOptions(grpc_tls_key="k.pem")):
+        with pytest.raises(click.UsageError) as exc:
+            opts.check()
+        assert exc.value.message == "--grpc-tls-cert and --grpc-tls-key go together"
+    for opts in (AgentOptions(grpc_tls_client_ca="ca.pem"),
+                 AgentOptions(grpc_tls_server_name="n1.example")):
+        with pytest.raises(click.UsageError, match="need --grpc-tls-cert and --grpc-tls-key"):
+            opts.check()
+    opts = AgentOptions(grpc_tls_cert="c.pem", grpc_tls_key="k.pem",
+                        grpc_tls_client_ca="ca.pem", grpc_tls_server_name="n1.example")
+    opts.check()
+    tls = opts.grpc_tls
+    assert tls is not None and (tls.cert, tls.key, tls.client_ca, tls.server_name) == (
+        "c.pem", "k.pem", "ca.pem", "n1.example") and tls.mutual
+    assert AgentOptions().grpc_tls is None
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({}, "without TLS"),
+    ({"grpc_tls_cert": "c.pem", "grpc_tls_key": "k.pem"}, "TLS alone"),
+])
+def test_an_exposed_grpc_listener_is_refused_before_anything_starts(
+        extra: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from spyglass.agent import run
+    from spyglass.api.auth import ListenSecurityError
+
+    monkeypatch.delenv("SPYGLASS_TOKEN", raising=False)
+    monkeypatch.setattr(run, "Agent", None)  # reached only if the check let it through
+    with pytest.raises(ListenSecurityError, match=message):
+        run.run_agent(AgentOptions(grpc_listen="0.0.0.0:4244", **extra), Console())

@@ -195,13 +195,6 @@ def test_the_unix_socket_is_owner_only_and_serves(served: Served) -> None:
     assert not os.path.exists(path)
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:4244", "10.0.0.1:4244", "[::]:4244"])
-def test_only_loopback_is_served_without_tls(listen: str) -> None:
-    source = FakeSource()
-    with pytest.raises(ValueError, match="loopback only"):
-        HubbleServer(source, StreamHub(source.losses), listen=listen)
-
-
 def test_since_with_follow_hands_over_to_live_without_gap_or_repeat(served: Served) -> None:
     store = served.source.store
     assert isinstance(store, ListStore)
