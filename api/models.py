@@ -221,6 +221,9 @@ class ImportResponse(BaseModel):
     approximated: int = Field(description="flows with names Spyglass does not know, "
                                           "stored as UNKNOWN")
     lines: int
+    kept_until: str | None = Field(
+        None, description="RFC3339 (UTC): the imported flows are kept until then, however "
+                          "old they are (now + retention_days); null when none were imported")
 
 
 class ErrorResponse(BaseModel):

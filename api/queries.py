@@ -38,6 +38,7 @@ from spyglass.model.hubble_json import parse_lines
 from spyglass.model.tables import frame_to_table
 from spyglass.model.timespec import TimeSpecError, parse_duration_ns, parse_range
 from spyglass.storage.redact import public_error
+from spyglass.storage.schema import DEFAULT_RETENTION_DAYS, MAX_IMPORT_RETENTION_DAYS
 
 router = APIRouter(tags=["history"])
 
@@ -255,16 +256,24 @@ async def sql_post(request: Request, body: SqlRequest) -> dict[str, Any]:
 
 
 @router.post("/flows/import", response_model=ImportResponse, responses={
-    **_ERRORS, 413: {"model": ErrorResponse, "description": "body too large"}},
+    **_ERRORS, 413: {"model": ErrorResponse, "description": "body too large"},
+    500: {"model": ErrorResponse, "description": "the store did not keep every flow"}},
     dependencies=[WRITE], tags=["flows"],
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-ndjson": {"schema": {"type": "string"}}}}})
-async def import_flows(request: Request,
-                       first_line: Annotated[int, Query(ge=1, le=2**40)] = 1) -> ImportResponse:
+async def import_flows(
+        request: Request, first_line: Annotated[int, Query(ge=1, le=2**40)] = 1,
+        retention_days: Annotated[int, Query(
+            ge=1, le=MAX_IMPORT_RETENTION_DAYS,
+            description="keep the imported flows this many days from now, however old "
+                        "they are")] = DEFAULT_RETENTION_DAYS) -> ImportResponse:
     """Store Hubble JSON lines (the exporter's or `hubble observe -o json`).
 
     All or nothing: a body with any bad line is refused with each bad line's
     number (counted from `first_line`, for clients that upload in parts).
+    Imported history has its own retention: a flow from years ago stays
+    `retention_days` from now, and the store counts the rows again after the
+    insert, so `imported` is what a query then finds (or the answer is an error).
     """
     store = _store(request)
     body = await request.body()
@@ -279,10 +288,23 @@ async def import_flows(request: Request,
     result = await run_in_threadpool(parse_lines, text.splitlines(), first_line=first_line)
     if result.error_count:
         raise ApiError(400, result.error_text())
+    kept_until, imported = None, 0
     if result.flows:
         from spyglass.storage.rows import flows_to_arrow
+        from spyglass.storage.store import ImportNotKept
 
-        table = await run_in_threadpool(flows_to_arrow, result.flows)
-        await run_in_threadpool(_call, store.insert_arrow, table)
-    return ImportResponse(imported=len(result.flows), skipped=result.skipped,
-                          approximated=result.approximated, lines=result.lines)
+        try:
+            table = await run_in_threadpool(flows_to_arrow, result.flows)
+        except ValueError as exc:
+            raise ApiError(400, f"nothing was imported: {exc}") from None
+        try:
+            stored = await run_in_threadpool(store.insert_imported, table,
+                                             retention_days=retention_days)
+        except ImportNotKept as exc:
+            raise ApiError(500, str(exc)) from None
+        except Exception as exc:
+            raise store_error(exc) from exc
+        imported, kept_until = int(stored.rows), format_time_ns(int(stored.kept_until_s) * 10**9)
+    return ImportResponse(imported=imported, skipped=result.skipped,
+                          approximated=result.approximated, lines=result.lines,
+                          kept_until=kept_until)

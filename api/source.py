@@ -152,6 +152,9 @@ class HistoryStore(Protocol):
 
     def insert_arrow(self, table: Any) -> Any: ...
 
+    def insert_imported(self, table: Any, *, retention_days: int) -> Any:
+        """Imported rows, kept `retention_days` from now; `.rows`, `.kept_until_s`."""
+
 
 def redacted_dsn(dsn: str | None) -> str | None:
     """A store's DSN with any password removed (status shows it)."""

@@ -23,6 +23,23 @@ from spyglass.model.hubble_json import chunks, export_line, parse_lines
 
 #: Lines per upload request: well under the API's body limit even for fat flows.
 UPLOAD_LINES = 5000
+#: storage.schema's DEFAULT_RETENTION_DAYS and MAX_IMPORT_RETENTION_DAYS, restated so that
+#: the CLI starts without importing the store (pyarrow, pandas); a test holds them equal.
+DEFAULT_RETENTION_DAYS = 7
+MAX_IMPORT_RETENTION_DAYS = 25_000
+
+
+def _days(ctx: click.Context, param: click.Parameter, value: Any) -> int:
+    """Whole days, 1 to MAX_IMPORT_RETENTION_DAYS, spelled `30` or `30d` as `up --retention`."""
+    text = str(value).strip().lower().removesuffix("d")
+    if not text.isdigit():
+        raise click.BadParameter(f"{value!r} is not a number of days; give whole days, e.g. 30 "
+                                 "or 30d", ctx, param)
+    days = int(text)
+    if not 1 <= days <= MAX_IMPORT_RETENTION_DAYS:
+        raise click.BadParameter(f"{value!r} is out of range; give 1 to "
+                                 f"{MAX_IMPORT_RETENTION_DAYS} days", ctx, param)
+    return days
 
 
 def _export(**kw: Any) -> None:
@@ -101,7 +118,7 @@ def _read_lines(path: str) -> list[str]:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}", exit_code=2) from None
 
 
-def _import(file: str, dry_run: bool, **kw: Any) -> None:
+def _import(file: str, dry_run: bool, retention: int, **kw: Any) -> None:
     lines = _read_lines(file)
     result = parse_lines(lines)
     if result.error_count:
@@ -113,16 +130,34 @@ def _import(file: str, dry_run: bool, **kw: Any) -> None:
         click.echo(f"{file}: would import {summary}")
         return
     imported = 0
+    kept: list[str] = []
     with make_client(kw) as client:
         for first, part in chunks(lines, UPLOAD_LINES):
-            body = client.post("/flows/import", content="\n".join(part).encode(),
-                               params=[("first_line", str(first))],
-                               content_type="application/x-ndjson")
-            imported += int(body.get("imported", 0)) if isinstance(body, dict) else 0
-    click.echo(f"{file}: imported {summary}")
+            try:
+                body = client.post("/flows/import", content="\n".join(part).encode(),
+                                   params=[("first_line", str(first)),
+                                           ("retention_days", str(retention))],
+                                   content_type="application/x-ndjson")
+            except CliError as exc:
+                if not imported:
+                    raise
+                raise CliError(f"{exc.format_message()}; the {imported} flows before line "
+                               f"{first} were stored (kept --retention {retention} days)",
+                               exit_code=exc.exit_code) from None
+            if isinstance(body, dict):
+                imported += int(body.get("imported", 0))
+                if body.get("kept_until"):
+                    kept.append(str(body["kept_until"]))
     if imported != len(result.flows):
-        raise CliError(f"the agent stored {imported} flows, not {len(result.flows)}: check its "
-                       "log")
+        raise CliError(f"{file}: the agent stored {imported} flows, not {len(result.flows)}: "
+                       "check its log")
+    if imported and not kept:
+        raise CliError(f"{file}: the agent stored {imported} flows but does not say how long it "
+                       "keeps them (it is older than this CLI): flows older than its store's "
+                       "retention may be dropped; upgrade the agent and import again")
+    # Every part is kept at least until the first part's date (parts are sent in order).
+    until = f", kept until {min(kept)[:10]} (--retention {retention})" if kept else ""
+    click.echo(f"{file}: imported {summary}{until}")
 
 
 import_cmd = click.Command(
@@ -130,10 +165,16 @@ import_cmd = click.Command(
     params=[click.Argument(["file"], metavar="FILE"),
             click.Option(["--dry-run"], is_flag=True,
                          help="Check the file and report; store nothing."),
+            click.Option(["--retention"], default=str(DEFAULT_RETENTION_DAYS), callback=_days,
+                         show_default=True, metavar="DAYS",
+                         help="Keep the imported flows this many days from now, however old "
+                              "they are (their own retention, not the store's)."),
             *client_params(60.0)],
     help=("Load Hubble JSON flow lines (Hubble's exporter file, or `hubble observe -o json` "
           "output; - for stdin) into the flow history, through the agent's API.\n\n"
           "The whole file is checked first: any bad line stops the import, with its line "
-          "number, before anything is stored. Lost-event and node-status lines are skipped."),
+          "number, before anything is stored. Lost-event and node-status lines are skipped.\n\n"
+          "Imported history is kept for --retention days from the import, whatever its age "
+          "(a flow from 2022 is not dropped by the store's own retention)."),
     short_help="Import Hubble JSON lines into history.",
     context_settings={"help_option_names": ["-h", "--help"]})

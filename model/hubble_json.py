@@ -11,6 +11,7 @@ the whole import, and are counted as `approximated` so nothing is hidden.
 from __future__ import annotations
 
 import json
+import time
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from spyglass.model.enums import (
     TrafficDirection,
     Verdict,
 )
-from spyglass.model.flow import Flow
+from spyglass.model.flow import Flow, format_time_ns
 from spyglass.model.safeload import loads_json
 
 #: Keys of Spyglass's flow JSON that Hubble's Flow message does not have.
@@ -35,6 +36,9 @@ SPYGLASS_ONLY_KEYS = ("packets", "bytes", "service_address")
 SPYGLASS_ONLY_IP_KEYS = ("destination_xlated",)
 #: Errors kept per import; the count says how many there were in all.
 MAX_ERRORS = 20
+#: How far past this host's clock an imported flow may be: another node's clock may run a
+#: little ahead; a flow hours ahead is a wrong clock or time zone, and is refused.
+MAX_FUTURE_NS = 3600 * 10**9
 
 _NAMED: tuple[tuple[str, type[Any], str], ...] = (
     ("verdict", Verdict, "VERDICT_UNKNOWN"),
@@ -186,8 +190,29 @@ def parse_line(text: str) -> tuple[Flow | None, bool]:
         raise ValueError(f"bad flow field ({type(exc).__name__}: {exc})") from None
 
 
-def parse_lines(lines: Iterable[str], *, first_line: int = 1) -> ImportResult:
-    """Read every line; errors are collected with their line numbers, never raised."""
+def time_problem(time_ns: int, now_ns: int) -> str | None:
+    """Why a flow's time cannot be imported, or None.
+
+    The store's retention reads the time as a ClickHouse DateTime, which starts at
+    1970; a time from the future is a clock or time-zone mistake, not history.
+    """
+    if time_ns < 0:
+        return (f"the flow's time {format_time_ns(time_ns)} is before 1970-01-01, outside "
+                "what the store holds (ClickHouse DateTime); fix the line's `time`")
+    if time_ns > now_ns + MAX_FUTURE_NS:
+        return (f"the flow's time {format_time_ns(time_ns)} is in the future (this host's clock "
+                f"says {format_time_ns(now_ns)}); fix the clock of the node that wrote it, or "
+                "the line's `time`")
+    return None
+
+
+def parse_lines(lines: Iterable[str], *, first_line: int = 1,
+                now_ns: int | None = None) -> ImportResult:
+    """Read every line; errors are collected with their line numbers, never raised.
+
+    `now_ns` (default: the clock) bounds flow times: see `time_problem`.
+    """
+    now = time.time_ns() if now_ns is None else now_ns
     result = ImportResult()
     for n, raw in enumerate(lines, start=first_line):
         text = raw.strip()
@@ -201,6 +226,10 @@ def parse_lines(lines: Iterable[str], *, first_line: int = 1) -> ImportResult:
             continue
         if flow is None:
             result.skipped += 1
+            continue
+        problem = time_problem(flow.time_ns, now)
+        if problem:
+            result.add_error(n, problem)
             continue
         result.flows.append(flow)
         result.approximated += approx

@@ -30,7 +30,7 @@ from spyglass.model.enums import (
     Verdict,
 )
 from spyglass.model.flow import Endpoint, Flow, LostEvent, PolicyRef, Service, Workload
-from spyglass.storage.schema import FLOW_SCHEMA, LOST_SCHEMA, as_int8
+from spyglass.storage.schema import FLOW_SCHEMA, IMPORT_SCHEMA, KEEP_UNTIL, LOST_SCHEMA, as_int8
 
 V4_PREFIX = b"\x00" * 10 + b"\xff\xff"
 _POLICY_KEYS = ("ingress_allowed_by", "egress_allowed_by", "ingress_denied_by",
@@ -119,6 +119,17 @@ def flows_to_arrow(flows: Sequence[Flow]) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
         raise ValueError(f"a flow has a value the store cannot hold ({e}); numbers must fit "
                          "their columns (ports 0-65535, protocol and ICMP fields 0-255)") from e
+
+
+def with_keep_until(table: pa.Table, keep_until_s: int) -> pa.Table:
+    """Imported rows (`flows_to_arrow`'s) with `keep_until` set, for `insert_imported`.
+
+    Only imports carry the column: the live writer's batches leave it out and the
+    table's default fills it, so the hot path pays nothing for it.
+    """
+    column = pa.array(np.full(table.num_rows, keep_until_s, dtype="datetime64[s]"),
+                      type=KEEP_UNTIL.arrow)
+    return pa.Table.from_arrays([*table.columns, column], schema=IMPORT_SCHEMA)
 
 
 def _enum_table(cls: type[Any], *, signed_bytes: bool = False) -> list[Any]:

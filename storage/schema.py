@@ -39,8 +39,11 @@ from spyglass.model.enums import (
 
 DEFAULT_DATABASE = "spyglass"
 DEFAULT_RETENTION_DAYS = 7
+#: The longest an import may ask to be kept. `keep_until` is a DateTime, which ends at
+#: 2106-02-07: 25,000 days (68 years) from now stays inside it for decades to come.
+MAX_IMPORT_RETENTION_DAYS = 25_000
 #: The version `MIGRATIONS` brings a store to.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 FLOWS = "flows"
 LOST_EVENTS = "lost_events"
@@ -78,6 +81,14 @@ class Column:
     ch_type: str
     arrow: pa.DataType
     comment: str = ""
+    default: str = ""
+
+    def sql(self) -> str:
+        """The column as a CREATE TABLE or ADD COLUMN clause declares it."""
+        assert "'" not in self.comment and "\\" not in self.comment
+        return (f"`{self.name}` {self.ch_type}" + (f" DEFAULT {self.default}" if self.default
+                                                   else "")
+                + (f" COMMENT '{self.comment}'" if self.comment else ""))
 
 
 def _endpoint(side: str) -> list[Column]:
@@ -140,6 +151,13 @@ FLOW_COLUMNS: tuple[Column, ...] = (
     Column("egress_denied_by", POLICY_TYPE, _POLICY_ARROW),
 )
 
+#: Not a `Flow` field, so not in FLOW_COLUMNS: the live writer never sends it (its rows
+#: take the default, which costs nothing and compresses to nothing); imports set it, so
+#: that history years old stays as long as the import asked (see `ttl_clause`).
+KEEP_UNTIL = Column("keep_until", "DateTime('UTC')", pa.timestamp("s", tz="UTC"),
+                    "imported flows are kept until then, whatever their time; "
+                    "1970 (live flows): kept for the retention only", default="toDateTime(0)")
+
 LOST_COLUMNS: tuple[Column, ...] = (
     Column("time", "DateTime64(9, 'UTC')", _TS),
     Column("source", enum8(LostEventSource), pa.int8()),
@@ -152,6 +170,8 @@ FLOW_SCHEMA = pa.schema([pa.field(c.name, c.arrow, nullable=c.ch_type.startswith
     ("Nullable", "LowCardinality(Nullable"))) for c in FLOW_COLUMNS])
 LOST_SCHEMA = pa.schema([pa.field(c.name, c.arrow, nullable=c.ch_type.startswith("Nullable"))
                          for c in LOST_COLUMNS])
+#: What an import inserts: a flow's columns plus `keep_until`.
+IMPORT_SCHEMA = FLOW_SCHEMA.append(pa.field(KEEP_UNTIL.name, KEEP_UNTIL.arrow, nullable=False))
 
 #: Hour first: nearly every query names a time range, and within an hour the
 #: namespace, pod and verdict of the source narrow the common filters.
@@ -173,19 +193,29 @@ class Table:
     order_by: str
     partition_by: str | None = None
     ttl: bool = False
+    #: A column whose time the TTL waits for too (the rows an import keeps).
+    keep_column: str | None = None
     indexes: tuple[str, ...] = ()
     shard_key: str = "rand()"
 
 
 TABLES: tuple[Table, ...] = (
-    Table(FLOWS, FLOW_COLUMNS, FLOWS_ORDER_BY, "toDate(time)", ttl=True, indexes=FLOWS_INDEXES,
-          shard_key="cityHash64(uuid)"),
+    Table(FLOWS, (*FLOW_COLUMNS, KEEP_UNTIL), FLOWS_ORDER_BY, "toDate(time)", ttl=True,
+          keep_column=KEEP_UNTIL.name, indexes=FLOWS_INDEXES, shard_key="cityHash64(uuid)"),
     Table(LOST_EVENTS, LOST_COLUMNS, "time", "toDate(time)", ttl=True),
 )
 
 
-def ttl_clause(retention_days: int) -> str:
-    return f"toDateTime(time) + INTERVAL {int(retention_days)} DAY"
+def ttl_clause(retention_days: int, keep_column: str | None = None) -> str:
+    """When a row expires: `retention_days` after its time, or at `keep_column` if later.
+
+    Live rows leave `keep_column` at 1970, so they expire as the retention says; an
+    imported row carries the date its import asked for, so a flow from 2022 is not
+    dropped on insert (with `ttl_only_drop_parts`, a part goes when its latest TTL has
+    passed, and imports land in their own days' partitions).
+    """
+    base = f"toDateTime(time) + INTERVAL {int(retention_days)} DAY"
+    return f"greatest({base}, {keep_column})" if keep_column else base
 
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -207,9 +237,7 @@ def _check(database: str, retention_days: int, cluster: str | None) -> None:
 
 def _table_ddl(t: Table, database: str, engine: str, retention_days: int, name: str,
                on_cluster: str) -> str:
-    assert all("'" not in c.comment and "\\" not in c.comment for c in t.columns)
-    body = [f"    `{c.name}` {c.ch_type}" + (f" COMMENT '{c.comment}'" if c.comment else "")
-            for c in t.columns]
+    body = [f"    {c.sql()}" for c in t.columns]
     body += [f"    {ix}" for ix in t.indexes]
     lines = [f"CREATE TABLE IF NOT EXISTS {database}.{name}{on_cluster}", "(",
              ",\n".join(body), ")", f"ENGINE = {engine}"]
@@ -217,7 +245,7 @@ def _table_ddl(t: Table, database: str, engine: str, retention_days: int, name: 
         lines.append(f"PARTITION BY {t.partition_by}")
     lines.append(f"ORDER BY {t.order_by}")
     if t.ttl:
-        lines.append(f"TTL {ttl_clause(retention_days)}")
+        lines.append(f"TTL {ttl_clause(retention_days, t.keep_column)}")
         lines.append("SETTINGS ttl_only_drop_parts = 1")
     return "\n".join(lines)
 
@@ -318,6 +346,14 @@ def migrations(database: str, retention_days: int) -> tuple[Migration, ...]:
             "destination_port = service_port, service_ip = destination_ip, "
             "service_port = destination_port WHERE service_ip IS NOT NULL "
             "SETTINGS mutations_sync = 2",)),
+        # Imports keep their history for their own --retention, whatever its age. Rows
+        # already stored get keep_until = 1970, so their TTL values do not change: the
+        # new TTL is not materialised (that would rewrite every part for nothing).
+        Migration(4, "imported flows are kept until keep_until", (
+            f"ALTER TABLE {database}.{FLOWS} ADD COLUMN IF NOT EXISTS {KEEP_UNTIL.sql()}",
+            f"ALTER TABLE {database}.{FLOWS} MODIFY TTL "
+            f"{ttl_clause(retention_days, KEEP_UNTIL.name)} "
+            "SETTINGS materialize_ttl_after_modify = 0",)),
     )
     assert steps[-1].version == SCHEMA_VERSION
     return steps

@@ -14,26 +14,31 @@ import contextlib
 import os
 import re
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from spyglass.collector.filters.filterset import FilterSet
 from spyglass.collector.filters.sql import Params, all_of
 from spyglass.model.flow import Flow, LostEvent
 from spyglass.storage import queries
 from spyglass.storage.redact import public_error, redact_dsn
-from spyglass.storage.rows import lost_to_arrow, table_to_flows, table_to_lost
+from spyglass.storage.rows import lost_to_arrow, table_to_flows, table_to_lost, with_keep_until
 from spyglass.storage.schema import (
     DEFAULT_DATABASE,
     DEFAULT_RETENTION_DAYS,
     FLOW_COLUMNS,
     FLOW_SCHEMA,
     FLOWS,
+    KEEP_UNTIL,
     LOST_EVENTS,
+    MAX_IMPORT_RETENTION_DAYS,
     SCHEMA_VERSION,
     SCHEMA_VERSION_TABLE,
     TABLES,
@@ -46,13 +51,34 @@ from spyglass.storage.usersql import UserSql
 
 #: (time_ns, uuid) of the last flow of a page: the next page starts after it.
 Cursor = tuple[int, str]
-_TTL_DAYS = re.compile(r"INTERVAL\s+(\d+)\s+DAY|toIntervalDay\((\d+)\)")
+_TTL = re.compile(r"\bTTL\s+(.*?)(?:\s+SETTINGS\s|$)", re.S)
 _SELECT = ", ".join(f"`{c.name}`" for c in FLOW_COLUMNS)
 MAX_LIMIT = 1_000_000
 
 
+def ttl_days(ttl: str, keep_column: str | None) -> int | None:
+    """The retention of a TTL that `ttl_clause` wrote (as the server normalised it), or
+    None for any other TTL, which `open` replaces and an import refuses to trust."""
+    days = r"(?:toIntervalDay\((\d+)\)|INTERVAL (\d+) DAY)"
+    base = rf"toDateTime\(time\) \+ {days}"
+    m = re.fullmatch(rf"greatest\({base}, {keep_column}\)" if keep_column else base, ttl.strip())
+    return int(m.group(1) or m.group(2)) if m else None
+
+
 class StoreError(RuntimeError):
     """The store cannot do what was asked. The message says what is wrong and what to do."""
+
+
+class ImportNotKept(StoreError):
+    """An import the store would not keep (refused before inserting) or did not keep."""
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """What `insert_imported` stored: every row, found again, kept until `kept_until_s`."""
+
+    rows: int
+    kept_until_s: int
 
 
 def _explain(e: Exception, where: str) -> StoreError:
@@ -72,6 +98,7 @@ class FlowStore:
         self._query_client = query_client
         self.dsn = dsn
         self.database = database
+        self.retention_days = DEFAULT_RETENTION_DAYS
         self._lock = threading.RLock()
         self._closed = False
         self._user_sql = UserSql(query_client or client, database)
@@ -130,20 +157,31 @@ class FlowStore:
                       "VALUES ({v:UInt32}, {d:String})",
                       parameters={"v": m.version, "d": m.description})
         self._apply_retention(retention_days)
+        self.retention_days = retention_days
         c.database = db
 
     def _apply_retention(self, retention_days: int) -> None:
-        """Change the TTL when --retention changed since the tables were made."""
+        """Change the TTL when --retention changed since the tables were made, or when it is
+        not the expression `ttl_clause` writes (a server table made by hand or by an older
+        DDL, whose TTL would drop imported history)."""
         for t in TABLES:
             if not t.ttl:
                 continue
-            rows = self._client.query(
-                "SELECT engine_full FROM system.tables WHERE database = {d:String} "
-                "AND name = {n:String}", parameters={"d": self.database, "n": t.name}).result_rows
-            m = _TTL_DAYS.search(str(rows[0][0])) if rows else None
-            if rows and (m is None or int(m.group(1) or m.group(2)) != retention_days):
+            ttl = self._ttl_of(t.name)
+            if ttl is not None and ttl_days(ttl, t.keep_column) != retention_days:
                 self._client.command(f"ALTER TABLE {self.database}.{t.name} "
-                                     f"MODIFY TTL {ttl_clause(retention_days)}")
+                                     f"MODIFY TTL {ttl_clause(retention_days, t.keep_column)}")
+
+    def _ttl_of(self, table: str) -> str | None:
+        """The table's TTL expression as the server normalised it; "" when it has none,
+        None when there is no such table."""
+        rows = self._client.query(
+            "SELECT engine_full FROM system.tables WHERE database = {d:String} "
+            "AND name = {n:String}", parameters={"d": self.database, "n": table}).result_rows
+        if not rows:
+            return None
+        m = _TTL.search(str(rows[0][0]))
+        return m.group(1).strip() if m else ""
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -180,6 +218,56 @@ class FlowStore:
         with self._guard(f"inserting {table.num_rows} flows"):
             self._client.insert_arrow(FLOWS, table)
         return int(table.num_rows)
+
+    def insert_imported(self, table: pa.Table, *, retention_days: int = DEFAULT_RETENTION_DAYS,
+                        ) -> Imported:
+        """Insert imported flows (rows like `flows_to_arrow`'s), kept `retention_days`
+        from now whatever their own time, and check that every row is there afterwards.
+
+        Imports are history, often older than the live retention: without `keep_until`
+        the TTL would drop them as they land, and the import would report rows nobody
+        can find. So a table whose TTL ignores `keep_until` (a server table made by
+        hand) is refused before anything is written, and the rows are counted again
+        by uuid after the insert: fewer than sent is an error, never a silent loss.
+        """
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int) \
+                or not 1 <= retention_days <= MAX_IMPORT_RETENTION_DAYS:
+            raise StoreError(f"an import retention of {retention_days!r} days is out of range; "
+                             f"give 1 to {MAX_IMPORT_RETENTION_DAYS} days, e.g. --retention 30")
+        kept_until_s = -(-time.time_ns() // 10**9) + retention_days * 86400
+        if table.num_rows == 0:
+            return Imported(0, kept_until_s)
+        if table.schema.names != FLOW_SCHEMA.names:
+            raise StoreError("imported rows do not match the flows table; build them with "
+                             "flows_to_arrow")
+        n = int(table.num_rows)
+        times = table.column("time").cast(pa.int64())
+        p = Params()
+        # The time bounds prune partitions; uuid has a bloom filter index.
+        lo = p.add(pc.min(times).as_py(), "Int64")
+        hi = p.add(pc.max(times).as_py(), "Int64")
+        found_sql = (f"SELECT count() FROM {FLOWS} "
+                     f"WHERE time >= fromUnixTimestamp64Nano({lo}, 'UTC') "
+                     f"AND time <= fromUnixTimestamp64Nano({hi}, 'UTC') "
+                     f"AND {KEEP_UNTIL.name} = toDateTime({p.add(kept_until_s, 'UInt32')}, 'UTC') "
+                     f"AND uuid IN {p.add(table.column('uuid').to_pylist(), 'Array(String)')}")
+        with self._guard(f"importing {n} flows"):
+            ttl = self._ttl_of(FLOWS)
+            if ttl and ttl_days(ttl, KEEP_UNTIL.name) is None:
+                raise ImportNotKept(
+                    f"nothing was imported: the flows table's TTL ({ttl}) does not keep imported "
+                    f"flows until {KEEP_UNTIL.name}, so history older than the retention "
+                    "would be dropped; make it "
+                    f"`TTL {ttl_clause(self.retention_days, KEEP_UNTIL.name)}` (reopening "
+                    "the store with this Spyglass does it)")
+            self._client.insert_arrow(FLOWS, with_keep_until(table, kept_until_s))
+            found = int(self._client.query(found_sql, parameters=p.values).result_rows[0][0])
+        if found < n:
+            raise ImportNotKept(
+                f"{n} flows were sent to the store but only {found} are in it now: the store "
+                f"dropped {n - found} (check the flows table's TTL with `SHOW CREATE TABLE "
+                f"flows`; it must keep rows until {KEEP_UNTIL.name})")
+        return Imported(n, kept_until_s)
 
     def insert_lost(self, events: Sequence[LostEvent], *, node_name: str = "") -> None:
         if not events:

@@ -22,9 +22,12 @@ def test_single_node_ddl() -> None:
     stmts = ddl(retention_days=9)
     flows = next(s for s in stmts if ".flows\n" in s)
     assert "ENGINE = MergeTree" in flows and "PARTITION BY toDate(time)" in flows
-    assert "TTL toDateTime(time) + INTERVAL 9 DAY" in flows
+    assert "TTL greatest(toDateTime(time) + INTERVAL 9 DAY, keep_until)" in flows
     assert "`time` DateTime64(9, 'UTC')" in flows and "Nullable(IPv6)" in flows
-    assert _columns(flows) == [c.name for c in FLOW_COLUMNS]
+    assert "`keep_until` DateTime('UTC') DEFAULT toDateTime(0) COMMENT '" in flows
+    assert _columns(flows) == [*(c.name for c in FLOW_COLUMNS), "keep_until"]
+    lost = next(s for s in stmts if ".lost_events\n" in s)
+    assert "TTL toDateTime(time) + INTERVAL 9 DAY\n" in lost and "keep_until" not in lost
     assert any("schema_version" in s for s in stmts)
 
 
@@ -36,6 +39,7 @@ def test_cluster_ddl_is_the_same_schema() -> None:
     assert "Distributed(prod, spyglass, flows_local, cityHash64(uuid))" in dist
     single = next(s for s in ddl() if ".flows\n" in s)
     assert _columns(local) == _columns(single)
+    assert "TTL greatest(toDateTime(time) + INTERVAL 7 DAY, keep_until)" in local
 
 
 @pytest.mark.parametrize(("kwargs", "why"), [
