@@ -62,7 +62,7 @@ from spyglass.api.stream import (
     history_then_ring,
     live_batches,
 )
-from spyglass.collector.filters import FilterError, FilterSet
+from spyglass.collector.filters import FIELDS, FilterError, FilterSet
 from spyglass.collector.filters.flowfilter import FlowFilter
 from spyglass.model.enums import Protocol
 from spyglass.model.flow import Endpoint, Event, Flow, event_to_response, tcp_flag_names
@@ -177,6 +177,13 @@ def filters_from(request: observer_pb2.GetFlowsRequest) -> FilterSet:
     """The request's whitelist/blacklist as the REST API's FilterSet (Hubble's semantics:
     OR across filters, AND within one, whitelist minus blacklist)."""
     def one(f: Message, where: str) -> FlowFilter:
+        unserved = [fd.name for fd, _ in f.ListFields() if fd.name not in FIELDS]
+        if unserved:
+            raise FilterError(
+                f"{where}: Spyglass does not evaluate the FlowFilter "
+                f"field{'s' if len(unserved) > 1 else ''} {', '.join(map(repr, unserved))} "
+                "(its flows have no L7, DNS, FQDN, cluster, encryption or trace data); remove "
+                f"{'them' if len(unserved) > 1 else 'it'}, or use one of {', '.join(FIELDS)}")
         d = json_format.MessageToDict(f, preserving_proto_field_name=True)
         return FlowFilter.from_dict(d, where)
 

@@ -6,9 +6,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from support import flow
 
+from spyglass.api.hubble import flow_pb2
 from spyglass.collector.filters import FilterError, FilterSet, FlowFilter, build_from_flags
+from spyglass.collector.filters.interface import NetworkInterface
 from spyglass.model.enums import (
     DropReason,
     EventType,
@@ -42,6 +45,10 @@ WORLD = ep(labels=("reserved:world",), identity=2)
 F = flow(source=FRONT, destination=BACK, source_ip="10.0.1.5", destination_ip="10.0.2.7",
          source_port=41000, node="worker-1.lab", event_type=EventType.TRACE, event_subtype=5,
          traffic_direction=TrafficDirection.EGRESS, destination_service=Service("backend", "shop"))
+#: F as seen on the backend's veth, ifindex 5 (F itself has no interface).
+FI = replace(F, interface_index=5, interface_name="lxc1a2b3c4d")
+#: F over IPv6.
+F6 = replace(F, ip_version=6, source_ip="fd00::5", destination_ip="fd00::7")
 
 
 def matches(fields: dict[str, Any], f: Flow) -> bool:
@@ -170,6 +177,37 @@ CASES = [
     pytest.param({"node_name": ["prod/*"]}, replace(F, node_name="prod/n1"), True,
                  id="node-cluster-form"),
     pytest.param({"node_name": ["*"]}, replace(F, node_name=""), False, id="node-unknown-never"),
+    # ip version
+    pytest.param({"ip_version": ["IPv4"]}, F, True, id="ipv-v4"),
+    pytest.param({"ip_version": ["v6"]}, F, False, id="ipv-v6-no"),
+    pytest.param({"ip_version": ["v6"]}, F6, True, id="ipv-v6"),
+    pytest.param({"ip_version": [2]}, F6, True, id="ipv-enum-number"),
+    pytest.param({"ip_version": ["4", "6"]}, F6, True, id="ipv-or"),
+    pytest.param({"ip_version": ["none"]}, F, False, id="ipv-none-no"),
+    pytest.param({"ip_version": ["IP_NOT_USED"]},
+                 replace(F, ip_version=0, source_ip="", destination_ip=""), True,
+                 id="ipv-not-used"),
+    # interface
+    pytest.param({"interface": ["lxc1a2b3c4d"]}, FI, True, id="iface-name"),
+    pytest.param({"interface": ["eth0"]}, FI, False, id="iface-name-no"),
+    pytest.param({"interface": [{"index": 5}]}, FI, True, id="iface-index"),
+    pytest.param({"interface": [{"index": "5"}]}, FI, True, id="iface-index-string"),
+    pytest.param({"interface": [{"index": 6}]}, FI, False, id="iface-index-no"),
+    pytest.param({"interface": [{"index": 5, "name": "lxc1a2b3c4d"}]}, FI, True,
+                 id="iface-both"),
+    pytest.param({"interface": [{"index": 5, "name": "eth0"}]}, FI, False,
+                 id="iface-both-name-wrong"),
+    pytest.param({"interface": [{"index": 6, "name": "lxc1a2b3c4d"}]}, FI, False,
+                 id="iface-both-index-wrong"),
+    pytest.param({"interface": [{"index": 6}, "lxc1a2b3c4d"]}, FI, True, id="iface-or"),
+    pytest.param({"interface": ["lxc1a2b3c4d"]}, replace(FI, interface_index=0), False,
+                 id="iface-none-never"),
+    # uuid
+    pytest.param({"uuid": ["u000000"]}, F, True, id="uuid"),
+    pytest.param({"uuid": ["u000001"]}, F, False, id="uuid-other"),
+    pytest.param({"uuid": ["U000000"]}, F, False, id="uuid-case-sensitive"),
+    pytest.param({"uuid": [" u000000\n"]}, F, True, id="uuid-trimmed"),
+    pytest.param({"uuid": ["x", "u000000"]}, F, True, id="uuid-or"),
 ]
 
 
@@ -262,6 +300,38 @@ ERRORS = [
     pytest.param("label", "",
                  "--label: the label selector is empty; give a selector like --label "
                  "app=frontend", id="label-empty"),
+    pytest.param("ip-version", "v5",
+                 "--ip-version: 'v5' is not an IP version; use v4, v6 or none (or 4, 6, 0; or "
+                 "IPv4, IPv6, IP_NOT_USED) like --ip-version v6", id="ipv-bad"),
+    pytest.param("ip-version", " ",
+                 "--ip-version: the IP version is empty; use v4, v6 or none (or 4, 6, 0; or "
+                 "IPv4, IPv6, IP_NOT_USED) like --ip-version v6", id="ipv-empty"),
+    pytest.param("interface", "eth0:1",
+                 "--interface: 'eth0:1' is not an interface name; Linux interface names have no "
+                 "'/', ':', blanks or control characters like --interface lxc1a2b3c4d",
+                 id="iface-colon"),
+    pytest.param("interface", "lxc1a2b3c4d5e6f7",
+                 "--interface: 'lxc1a2b3c4d5e6f7' is 16 characters long; give the name as `ip "
+                 "link` shows it (at most 15 characters) like --interface lxc1a2b3c4d",
+                 id="iface-long"),
+    pytest.param("interface", "",
+                 "--interface: the interface name is empty; give an interface name like "
+                 "--interface lxc1a2b3c4d", id="iface-empty"),
+    pytest.param("uuid", "",
+                 "--uuid: the flow UUID is empty; give a flow's uuid, as `observe -o json` "
+                 "prints it like --uuid 3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a", id="uuid-empty"),
+    pytest.param("uuid", "a b",
+                 "--uuid: 'a b' has a blank or control character ' '; give one flow uuid per "
+                 "value, without spaces like --uuid 3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a",
+                 id="uuid-blank"),
+    pytest.param("uuid", "a\x1bb",
+                 "--uuid: 'a\\x1bb' has a blank or control character '\\x1b'; give one flow "
+                 "uuid per value, without spaces like --uuid "
+                 "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a", id="uuid-control"),
+    pytest.param("uuid", "x" * 129,
+                 "--uuid: the flow UUID is 129 characters long; give a flow's uuid (36 "
+                 "characters; at most 128 are accepted) like --uuid "
+                 "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a", id="uuid-long"),
     pytest.param("label", "app in a",
                  "--label: label selector 'app in a': expected '(' after in/notin at position "
                  "7; write it like 'app=frontend', 'k8s:app!=db', 'tier in (web,api)', 'app' or "
@@ -293,6 +363,17 @@ CANONICAL = [
                  id="workload-json"),
     pytest.param("traffic_direction", "egress", "EGRESS", id="direction-upper"),
     pytest.param("reply", "yes", True, id="reply-yes"),
+    pytest.param("ip_version", "v4", "IPv4", id="ipv-v4"),
+    pytest.param("ip_version", "IP6", "IPv6", id="ipv-ip6"),
+    pytest.param("ip_version", 2, "IPv6", id="ipv-enum-number"),
+    pytest.param("ip_version", "None", "IP_NOT_USED", id="ipv-none"),
+    pytest.param("interface", " lxc1 ", NetworkInterface(0, "lxc1"), id="iface-name"),
+    pytest.param("interface", {"index": 5}, NetworkInterface(5), id="iface-index"),
+    pytest.param("interface", {"index": "5", "name": "lxc1"}, NetworkInterface(5, "lxc1"),
+                 id="iface-both"),
+    pytest.param("interface", {"index": 0, "name": "lxc1"}, NetworkInterface(0, "lxc1"),
+                 id="iface-index-zero-is-unset"),
+    pytest.param("uuid", " u1 ", "u1", id="uuid-trimmed"),
 ]
 
 
@@ -310,3 +391,66 @@ def test_duplicate_values_collapse() -> None:
 def test_junk_flow_values_do_not_crash() -> None:
     fs = FilterSet(allow=(FlowFilter(source_ip=("10.0.0.0/8",), node_name=("*",)),))
     assert fs.matches(replace(F, source_ip="not-an-ip")) is False
+
+
+JSON_ERRORS = [
+    pytest.param({"ip_version": [4]},
+                 "filter field 'ip_version': 4 is not an IPVersion number (0 IP_NOT_USED, 1 IPv4, "
+                 "2 IPv6); use v4, v6 or none (or 4, 6, 0; or IPv4, IPv6, IP_NOT_USED) like 'v6'",
+                 id="ipv-number-is-the-enums"),
+    pytest.param({"ip_version": [True]},
+                 "filter field 'ip_version': True is not an IP version; use v4, v6 or none (or "
+                 "4, 6, 0; or IPv4, IPv6, IP_NOT_USED) like 'v6'", id="ipv-bool"),
+    pytest.param({"interface": [{}]},
+                 "filter field 'interface': the interface has neither a name nor an index; set "
+                 "name, or a non-zero index, or both like '{\"index\": 5, \"name\": "
+                 "\"lxc1a2b3c4d\"}'", id="iface-empty-message"),
+    pytest.param({"interface": [{"idx": 5}]},
+                 "filter field 'interface': unknown interface keys ['idx']; use index and name "
+                 "like '{\"index\": 5, \"name\": \"lxc1a2b3c4d\"}'", id="iface-unknown-key"),
+    pytest.param({"interface": [{"index": -1}]},
+                 "filter field 'interface': '-1' is not an interface index (0-4294967295); give "
+                 "a number like '{\"index\": 5, \"name\": \"lxc1a2b3c4d\"}'",
+                 id="iface-negative"),
+    pytest.param({"interface": [{"index": 2**32}]},
+                 "filter field 'interface': '4294967296' is not an interface index "
+                 "(0-4294967295); give a number like '{\"index\": 5, \"name\": "
+                 "\"lxc1a2b3c4d\"}'", id="iface-too-big"),
+    pytest.param({"interface": [{"index": True}]},
+                 "filter field 'interface': True is not an interface index; give a number like "
+                 "'{\"index\": 5, \"name\": \"lxc1a2b3c4d\"}'", id="iface-bool"),
+    pytest.param({"interface": [{"name": 5}]},
+                 "filter field 'interface': 5 is not an interface name; give the name as text "
+                 "like 'lxc1a2b3c4d'", id="iface-name-number"),
+    pytest.param({"uuid": [5]},
+                 "filter field 'uuid': 5 is not a flow UUID; give the id as text like "
+                 "'3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a'", id="uuid-number"),
+]
+
+
+@pytest.mark.parametrize(("d", "message"), JSON_ERRORS)
+def test_flowfilter_json_errors(d: dict[str, Any], message: str) -> None:
+    with pytest.raises(FilterError) as e:
+        FlowFilter.from_dict(d)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("names", [pytest.param(True, id="proto-names"),
+                                   pytest.param(False, id="camel-case")])
+def test_grpc_filter_json_parses(names: bool) -> None:
+    """What `filters_from` hands over: a FlowFilter proto through MessageToDict. The enum
+    list arrives as names, the interfaces as dicts without their unset parts."""
+    uid = "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a"
+    msg = flow_pb2.FlowFilter(uuid=[uid], ip_version=[flow_pb2.IPv6],
+                              interface=[flow_pb2.NetworkInterface(index=3),
+                                         flow_pb2.NetworkInterface(index=5, name="lxc1")])
+    d = json_format.MessageToDict(msg, preserving_proto_field_name=names)
+    ff = FlowFilter.from_dict(d)
+    assert ff == FlowFilter(uuid=(uid,), ip_version=("IPv6",),
+                            interface=(NetworkInterface(3), NetworkInterface(5, "lxc1")))
+    assert FlowFilter.from_dict({"interface": [{"index": 3}], "ip_version": ["IPv6"],
+                                 "uuid": [uid]}) == replace(ff, interface=(NetworkInterface(3),))
+    # ... and to_dict is that JSON again, which a strict proto parser takes back.
+    assert json_format.ParseDict(ff.to_dict(), flow_pb2.FlowFilter()) == msg
+    assert FilterSet((ff,)).matches(replace(F6, uuid=uid, interface_index=3))
+    assert not FilterSet((ff,)).matches(replace(F, uuid=uid, interface_index=3))

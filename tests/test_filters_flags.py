@@ -19,6 +19,7 @@ from spyglass.collector.filters import (
     build_from_flags,
     build_from_query,
 )
+from spyglass.collector.filters.interface import NetworkInterface
 from spyglass.model.enums import Verdict
 from spyglass.model.flow import Endpoint, Flow
 
@@ -90,6 +91,22 @@ SHAPES = [
     pytest.param([("denylist", '[{"verdict":["ERROR"]},{"protocol":["udp"]}]')], [],
                  [FlowFilter(verdict=("ERROR",)), FlowFilter(protocol=("udp",))],
                  id="raw-denylist-list"),
+    pytest.param([("ipv4", None), ("pod", "shop/a")],
+                 [FlowFilter(ip_version=("IPv4",), source_pod=("shop/a",)),
+                  FlowFilter(ip_version=("IPv4",), destination_pod=("shop/a",))], [],
+                 id="ipv4-goes-to-both"),
+    pytest.param([("ip-version", "4"), ("ipv6", None), ("ip-version", "v6")],
+                 [FlowFilter(ip_version=("IPv4", "IPv6"))], [], id="ip-versions-or"),
+    pytest.param([("ipv4", "")], [FlowFilter(ip_version=("IPv4",))], [],
+                 id="ipv4-empty-value-from-a-query"),
+    pytest.param([("verdict", "DROPPED"), ("not", None), ("ipv6", None)],
+                 [FlowFilter(verdict=("DROPPED",))], [FlowFilter(ip_version=("IPv6",))],
+                 id="not-ipv6"),
+    pytest.param([("interface", "lxc1"), ("interface", "eth0"), ("uuid", "u1")],
+                 [FlowFilter(interface=(NetworkInterface(0, "lxc1"), NetworkInterface(0, "eth0")),
+                             uuid=("u1",))], [], id="interface-and-uuid-go-to-both"),
+    pytest.param([("not", None), ("uuid", "u1")], [], [FlowFilter(uuid=("u1",))],
+                 id="not-uuid"),
     pytest.param([], [], [], id="nothing"),
 ]
 
@@ -174,8 +191,14 @@ COMPOSE_ERRORS = [
                  "label, from-label, to-label, identity, from-identity, to-identity, service, "
                  "from-service, to-service, workload, from-workload, to-workload, port, "
                  "from-port, to-port, protocol, verdict, type, node-name, tcp-flags, "
-                 "traffic-direction, drop-reason-desc, reply, allowlist, denylist",
-                 id="unknown-flag"),
+                 "traffic-direction, drop-reason-desc, reply, ip-version, ipv4, ipv6, interface, "
+                 "uuid, allowlist, denylist", id="unknown-flag"),
+    pytest.param([("ipv4", "v6")],
+                 "--ipv4 takes no value (got 'v6'); it means --ip-version v4 (give --ip-version "
+                 "to choose another)", id="ipv4-with-value"),
+    pytest.param([("ipv4", None), ("not", None)],
+                 "--not at the end has no filter after it; put it before the filter to negate, "
+                 "like --not --namespace kube-system", id="ipv4-then-trailing-not"),
     pytest.param([("port", "80"), ("to-port", "81")],
                  "filters --port and --to-port cannot be combined; use --from-port and "
                  "--to-port instead of --port", id="conflict-port"),
@@ -202,7 +225,8 @@ COMPOSE_ERRORS = [
                  "source_workload, destination_workload, source_label, destination_label, "
                  "source_identity, destination_identity, source_ip, destination_ip, "
                  "source_port, destination_port, protocol, tcp_flags, verdict, drop_reason_desc, "
-                 "event_type, traffic_direction, reply, node_name", id="allowlist-unknown-key"),
+                 "event_type, traffic_direction, reply, node_name, ip_version, interface, uuid",
+                 id="allowlist-unknown-key"),
     pytest.param([("denylist", '{"source_port":["http"]}')],
                  "--denylist field 'source_port': 'http' is not a port number (0-65535); use a "
                  "number like '8080'", id="denylist-bad-value"),
@@ -236,6 +260,13 @@ QUERY = [
                  id="not-underscore"),
     pytest.param([("allowlist", '{"verdict":["DROPPED"]}')],
                  [("allowlist", '{"verdict":["DROPPED"]}')], id="raw-json"),
+    pytest.param([("ip_version", "v6"), ("interface", "lxc1"), ("not_uuid", "u1")],
+                 [("ip-version", "v6"), ("interface", "lxc1"), ("not", None), ("uuid", "u1")],
+                 id="new-fields"),
+    pytest.param([("ipv4", "")], [("ipv4", None)], id="valueless-flag"),
+    pytest.param([("allowlist", '{"interface":[{"index":5}],"ipVersion":[1]}')],
+                 [("allowlist", '{"interface":[{"index":5}],"ip_version":["IPv4"]}')],
+                 id="raw-json-interface-index"),
 ]
 
 
@@ -259,8 +290,12 @@ ROUND = [
                   ("type", "trace:to-endpoint"), ("tcp-flags", "syn,ack"), ("reply", "false"),
                   ("node-name", "*.lab"), ("traffic-direction", "ingress"),
                   ("drop-reason-desc", "policy_denied"), ("to-identity", "world"),
-                  ("to-workload", "Deployment/web"), ("from-service", "shop/")],
+                  ("to-workload", "Deployment/web"), ("from-service", "shop/"),
+                  ("ip-version", "none"), ("ipv6", None), ("interface", "lxc1"),
+                  ("uuid", "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a")],
                  id="every-kind"),
+    pytest.param([("allowlist", '{"interface":[{"index":5},{"index":6,"name":"eth0"}]}'),
+                  ("not", None), ("ipv4", None)], id="interface-json"),
     pytest.param([("type", "drop:133"), ("type", "policy-verdict"), ("protocol", "icmp")],
                  id="types"),
     pytest.param([], id="empty"),
@@ -301,6 +336,9 @@ _FLAG_VALUES: dict[str, st.SearchStrategy[str]] = {
     "protocol": st.sampled_from(["tcp", "UDP", "icmp", "icmpv6"]),
     "type": st.sampled_from(["trace", "drop", "trace:from-stack", "drop:133", "4:3"]),
     "tcp-flags": st.sampled_from(["SYN", "ack,syn", "FIN,RST"]),
+    "ip-version": st.sampled_from(["v4", "6", "none", "IPv6"]),
+    "interface": st.sampled_from(["lxc1", "eth0", "cilium_host"]),
+    "uuid": st.sampled_from(["u1", "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a"]),
 }
 
 

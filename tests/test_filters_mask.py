@@ -21,6 +21,7 @@ from support.store import any_flows
 
 from spyglass.collector.enriched import EnrichedBatch, batches_from_flows
 from spyglass.collector.filters import FIELDS, FilterSet, FlowFilter
+from spyglass.collector.uuids import UuidSource
 from spyglass.model.flow import Flow
 
 NODES = ["", "node-a", "node-b.lab", "c1/node-a", "w1"]
@@ -82,3 +83,18 @@ def test_an_empty_batch_and_an_empty_filter() -> None:
         assert fs.mask(empty).shape == (0,)
     flows = spread(random.Random(1))
     assert all(masked(FilterSet(), flows))
+
+
+def test_uuid_mask_over_the_collectors_own_ids() -> None:
+    """Batches from the enricher keep ids as counters (never formatted to be filtered):
+    the mask must find exactly the rows whose formatted id was asked for."""
+    flows = spread(random.Random(5))[:50]
+    batch = dataclasses.replace(EnrichedBatch.from_flows(flows, "node-a"),
+                                uuid=UuidSource(prefix=0x1234).take(len(flows)))
+    ids = batch.uuids
+    other = UuidSource(prefix=0x9999).take(3).tolist()  # another node's, same counters
+    for wanted in ([ids[0]], [ids[7], ids[49]], [other[0]], [ids[3], other[1]], ["u0001"],
+                   [ids[5].upper()]):
+        fs = FilterSet((FlowFilter(uuid=tuple(wanted)),))
+        assert fs.mask(batch).tolist() == [u in wanted for u in ids], wanted
+    assert FilterSet((FlowFilter(uuid=(ids[7],)),)).mask(batch).sum() == 1

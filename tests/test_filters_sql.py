@@ -61,7 +61,8 @@ def test_every_field_on_its_own(store: FlowStore, field: str) -> None:
 
 
 INJECTIONS = ["'); DROP TABLE flows; --", "shop/'; DROP TABLE flows; --",
-              "x' OR 1=1 --", "{f0:String}", "\\'; SELECT 1; --", "1); DROP TABLE flows"]
+              "x' OR 1=1 --", "{f0:String}", "\\'; SELECT 1; --", "1); DROP TABLE flows",
+              "'||'1'='1"]  # the last has no blank, ':' or '/': a uuid and an interface name
 
 
 @pytest.mark.parametrize("field", [pytest.param(f, id=f) for f in FIELDS])

@@ -8,7 +8,8 @@ FlowFilter:
   the SOURCE field on the left and the DESTINATION field on the right, so
   `--pod a --port 80` is (src pod a AND src port 80) OR (dst pod a AND dst port 80);
 * `--from-X` sets the source field on both, `--to-X` the destination field on both;
-* the rest (`--verdict`, `--protocol`, `--type` …) go to both.
+* the rest (`--verdict`, `--protocol`, `--type` …) go to both; a flag without a value
+  (`-4`, `-6`) stands for one (`--ip-version v4`).
 
 At the end, equal left and right collapse into one filter. `--not` sends the
 next flag to a second tracker whose filters become the denylist. Namespaces
@@ -48,6 +49,8 @@ class FilterFlag:
     short: str | None = None
     example: str = ""
     takes_value: bool = True
+    #: The value a flag without one stands for (`--ipv4` is `--ip-version v4`).
+    implies: str = ""
 
     @property
     def metavar(self) -> str:
@@ -104,6 +107,19 @@ FILTER_FLAGS: tuple[FilterFlag, ...] = (
                "both", "drop_reason_desc", None, "POLICY_DENIED"),
     FilterFlag("reply", "Show only replies (true) or only non-replies (false).", "both",
                "reply", None, "true"),
+    FilterFlag("ip-version", "Show only flows of this IP version: v4, v6 (or 4, 6), or none "
+               "for flows without an IP layer.", "both", "ip_version", None, "v6"),
+    FilterFlag("ipv4", "Show only IPv4 flows (the same as --ip-version v4).", "both",
+               "ip_version", "4", takes_value=False, implies="v4"),
+    FilterFlag("ipv6", "Show only IPv6 flows (the same as --ip-version v6).", "both",
+               "ip_version", "6", takes_value=False, implies="v6"),
+    FilterFlag("interface", "Show only flows seen on the network interface with this name, "
+               "e.g. a pod's lxc… veth (Hubble's FlowFilter can also give an index: use "
+               "--allowlist '{\"interface\":[{\"index\":5}]}').", "both", "interface", None,
+               "lxc1a2b3c4d"),
+    FilterFlag("uuid", "Show only the flow with this uuid, as -o json prints it (repeat "
+               "the flag for several).", "both", "uuid", None,
+               "3f6c2a9e-51b4-4d0e-9a7c-0b1e2d3c4f5a"),
     FilterFlag("allowlist", "A raw FlowFilter as JSON (Hubble's --allowlist); flows matching "
                "any allowlist filter are shown. Repeatable.", "allowlist", "", None,
                '{"source_pod":["shop/"]}'),
@@ -273,7 +289,14 @@ def build_from_flags(items: Sequence[tuple[str, str | None]], kind: str = "flag"
     negate = False
     for name, value in items:
         flag = lookup_flag(name, kind)
-        if not flag.takes_value:
+        if flag.implies:
+            if value not in (None, ""):
+                long = next(f.name for f in FILTER_FLAGS
+                            if f.field == flag.field and f.takes_value)
+                raise FilterError(f"--{flag.name} takes no value (got {value!r}); it means "
+                                  f"--{long} {flag.implies} (give --{long} to choose another)")
+            value = flag.implies
+        elif not flag.takes_value:
             if value not in (None, ""):
                 raise FilterError(f"--{flag.name} takes no value (got {value!r}); put it before "
                                   "the filter to negate, like --not --namespace kube-system")

@@ -25,7 +25,9 @@ from spyglass.collector.filters.event import (
     TrafficDirectionClause,
     VerdictClause,
 )
-from spyglass.collector.filters.ip import IdentityClause, IPClause
+from spyglass.collector.filters.flowid import UUIDClause
+from spyglass.collector.filters.interface import InterfaceClause, NetworkInterface
+from spyglass.collector.filters.ip import IdentityClause, IPClause, IPVersionClause
 from spyglass.collector.filters.l4 import PortClause, ProtocolClause, TCPFlagsClause
 from spyglass.collector.filters.labels import LabelClause
 from spyglass.collector.filters.names import PodClause, ServiceClause, WorkloadClause
@@ -56,7 +58,14 @@ FIELDS: dict[str, tuple[type[Clause], Side | None]] = {
     "traffic_direction": (TrafficDirectionClause, None),
     "reply": (ReplyClause, None),
     "node_name": (NodeNameClause, None),
+    "ip_version": (IPVersionClause, None),
+    "interface": (InterfaceClause, None),
+    "uuid": (UUIDClause, None),
 }
+
+#: Values one field may hold: far more than any real filter names, and few enough that a
+#: hostile request (gRPC allows 4 MB) cannot keep the server parsing and matching for long.
+MAX_VALUES = 4096
 
 _CAMEL_RE = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -87,6 +96,9 @@ class FlowFilter:
     traffic_direction: tuple[str, ...] = ()
     reply: tuple[bool, ...] = ()
     node_name: tuple[str, ...] = ()
+    ip_version: tuple[str, ...] = ()
+    interface: tuple[NetworkInterface, ...] = ()
+    uuid: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in FIELDS:
@@ -144,14 +156,17 @@ def _canonical(name: str, raw: Any, where: str) -> tuple[Any, ...]:
     clause = FIELDS[name][0]
     if isinstance(raw, str | bytes | dict) or not isinstance(raw, tuple | list):
         raw = (raw,)
-    out: list[Any] = []
+    if len(raw) > MAX_VALUES:
+        raise FilterError(f"{where} field '{name}': {len(raw)} values, over the {MAX_VALUES} "
+                          "one field may hold; match a prefix, a CIDR or a label instead, or "
+                          "split the query")
+    out: dict[Any, None] = {}  # ordered, and linear: a request may carry many values
     for item in raw:
         try:
             value = clause.parse(item)
         except ValueProblem as e:
             raise FilterError(e.render_field(f"{where} field '{name}'")) from None
-        if value not in out:  # an OR of duplicates is the value itself
-            out.append(value)
+        out[value] = None  # an OR of duplicates is the value itself
     return tuple(out)
 
 

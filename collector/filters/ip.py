@@ -1,4 +1,4 @@
-"""IP addresses and CIDRs (v4 and v6) of a flow's source or destination.
+"""IP addresses and CIDRs (v4 and v6) of a flow's source or destination, and its IP version.
 
 Networks are turned into integer ranges once; a flow's address string is turned
 into an integer through a small cache, because the same few addresses recur
@@ -21,6 +21,7 @@ from spyglass.collector.filters.base import (
     Side,
     ValueProblem,
     as_text,
+    in_set,
     table_mask,
 )
 from spyglass.collector.filters.sql import Params, Sql, any_of
@@ -155,3 +156,61 @@ class IdentityClause(EndpointClause):
         p = Params()
         return (f"has({p.add(sorted(self._set), 'Array(UInt32)')}, {self.column('identity')})",
                 p.values)
+
+
+#: Hubble's IPVersion enum: name -> number (the FlowFilter's JSON carries either).
+IP_VERSIONS: dict[str, int] = {"IP_NOT_USED": 0, "IPv4": 1, "IPv6": 2}
+_IP_VERSION_BY_NUM = {num: name for name, num in IP_VERSIONS.items()}
+#: What `hubble observe --ip-version` accepts (without regard to case), plus the enum names.
+_IP_VERSION_WORDS: dict[str, str] = {
+    **{w: "IPv4" for w in ("4", "v4", "ipv4", "ip4")},
+    **{w: "IPv6" for w in ("6", "v6", "ipv6", "ip6")},
+    **{w: "IP_NOT_USED" for w in ("0", "none", "ip_not_used")},
+}
+_IP_VERSION_FIX = "use v4, v6 or none (or 4, 6, 0; or IPv4, IPv6, IP_NOT_USED)"
+
+
+def ip_version_codes(column: np.ndarray) -> np.ndarray:
+    """A flow's `ip_version` (4 or 6) as Hubble's enum number; anything else is IP_NOT_USED."""
+    return np.where(column == 4, 1, np.where(column == 6, 2, 0))
+
+
+class IPVersionClause(Clause):
+    """ip_version: IPv4, IPv6 or IP_NOT_USED (flows without an IP layer; Spyglass's datapath
+    reports only IP flows, so in practice none)."""
+
+    noun = "ip version"
+
+    def __init__(self, values: Sequence[str], side: Side | None = None) -> None:
+        super().__init__(values, side)
+        self._codes = frozenset(IP_VERSIONS[v] for v in self.values)
+
+    @staticmethod
+    def parse(raw: Any) -> str:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            # A number is the enum's (protojson may send 2 for IPv6), not the version's.
+            if raw in _IP_VERSION_BY_NUM:
+                return _IP_VERSION_BY_NUM[raw]
+            raise ValueProblem(f"{raw} is not an IPVersion number (0 IP_NOT_USED, 1 IPv4, "
+                               "2 IPv6)", _IP_VERSION_FIX, "v6")
+        if not isinstance(raw, str):
+            raise ValueProblem(f"{raw!r} is not an IP version", _IP_VERSION_FIX, "v6")
+        text = raw.strip()
+        if not text:
+            raise ValueProblem("the IP version is empty", _IP_VERSION_FIX, "v6")
+        name = _IP_VERSION_WORDS.get(text.lower())
+        if name is None:
+            raise ValueProblem(f"{text!r} is not an IP version", _IP_VERSION_FIX, "v6")
+        return name
+
+    def predicate(self, flow: Flow) -> bool:
+        v = flow.ip_version
+        return (1 if v == 4 else 2 if v == 6 else 0) in self._codes
+
+    def mask(self, batch: EnrichedBatch) -> np.ndarray:
+        return in_set(ip_version_codes(batch.ip_version), self._codes)
+
+    def sql(self) -> Sql:
+        p = Params()
+        code = "multiIf(ip_version = 4, 1, ip_version = 6, 2, 0)"
+        return f"has({p.add(sorted(self._codes), 'Array(UInt8)')}, {code})", p.values
