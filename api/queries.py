@@ -153,7 +153,9 @@ def service_map(request: Request, since: Since = None, until: Until = None,
                 namespace: Namespaces = []) -> dict[str, Any]:  # noqa: B006 - FastAPI default
     """Edges from source workload to destination workload:port/protocol over the range.
 
-    Each edge has its flow count, verdict mix, bytes and first/last seen. Give
+    Each edge has its connections, counted by their final verdict (a denied connection
+    is dropped, though its SYN left the client FORWARDED), its event count, bytes and
+    first/last seen. Give
     several `namespace` to see them on one map (edges touching any of them).
     """
     store = _store(request)

@@ -42,14 +42,27 @@ def render(df: pd.DataFrame, output: str, *, width: int | None = None) -> str:
         numeric = pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(
             df[col])
         table.add_column(str(col).upper(), justify="right" if numeric else "left")
+    bare = [is_identifier(str(c)) for c in df.columns]
     for row in df.itertuples(index=False, name=None):
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(_cell(v, b) for v, b in zip(row, bare, strict=True)))
     console = Console(width=width or 200, color_system=None, record=True, file=io.StringIO())
     console.print(table)
     return "\n".join(line.rstrip() for line in console.export_text().rstrip("\n").split("\n"))
 
 
-def _cell(v: Any) -> str:
+#: Column names (or their last `_` word) that hold identifiers, not amounts: printed as
+#: bare numbers (port 8080, identity 16777217, drop code 133), never with separators.
+IDENTIFIER_WORDS = frozenset({"port", "identity", "code", "type", "subtype", "id", "index",
+                              "ifindex", "cpu", "version", "proto", "protocol", "uid", "pid"})
+
+
+def is_identifier(column: str) -> bool:
+    """Does this column hold identifiers (ports, identities, codes) rather than counts?"""
+    name = column.lower()
+    return name in IDENTIFIER_WORDS or name.rsplit("_", 1)[-1] in IDENTIFIER_WORDS
+
+
+def _cell(v: Any, identifier: bool = False) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NaT:
         return ""
     if isinstance(v, pd.Timestamp):
@@ -57,7 +70,7 @@ def _cell(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}".rstrip("0").rstrip(".")
     if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
+        return str(v) if identifier else f"{v:,}"
     if isinstance(v, (list, tuple)):
         return ", ".join(str(x) for x in v)
     return str(v)

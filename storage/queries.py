@@ -67,41 +67,68 @@ def in_namespaces(namespaces: Sequence[str], p: Params) -> str:
 
 
 def service_map(since_ns: int | None, until_ns: int | None, namespaces: Sequence[str]) -> Sql:
-    """Edges source workload -> destination workload:port/protocol. Replies are left out:
-    they are the same edge seen backwards, and would add an edge per ephemeral port.
+    """Edges source workload -> destination workload:port/protocol, with their connections.
 
-    Two steps, for speed: rows are grouped on cheap keys first (namespace, pod, identity,
-    port, protocol: LowCardinality and integers), and the node names, which read arrays of
-    workloads and labels, are worked out once per group rather than once per row (a pod
-    fixes its workloads, so `any()` is exact there); world and host come from identities.
+    An edge counts events and connections apart, because the events of one connection
+    disagree: a SYN that policy denies is FORWARDED where it leaves the client (its own
+    veth, from-endpoint) and DROPPED where it reaches the server, so the events alone make
+    a denied edge look half open. A connection is the non-reply events that share
+    (source ip, source port, destination ip, destination port, protocol) in the range; ICMP
+    has no ports (they are 0), so there it is one per address pair. Its verdict is that of
+    its last event (`argMax` on time); at the same nanosecond DROPPED beats AUDIT beats
+    FORWARDED beats the rest (then the verdict's number), so the answer never depends on
+    the order the rows are read in. Events whose `is_reply` is unknown count as requests.
+    `forwarded`, `dropped` and `audit` count connections by that final verdict (other
+    final verdicts are only in `connections`); `events` counts every event.
+
+    Replies are left out: they are the same edge seen backwards, and would add an edge per
+    ephemeral port.
+
+    Three steps, for speed: rows are grouped by connection on cheap keys (the 5-tuple,
+    namespace, pod, identity: LowCardinality, integers and addresses), then by endpoint
+    pair; the node names, which read arrays of workloads and labels, are worked out once
+    per pair rather than once per row (a pod fixes its workloads, so `any()` is exact
+    there); world and host come from identities. The endpoint keys stay in the connection
+    step so that a connection whose events were enriched differently is split by edge
+    rather than pinned to whichever edge `any()` would pick.
     """
     p = Params()
     where = all_of([time_range(since_ns, until_ns, p), in_namespaces(namespaces, p), _NOT_REPLY])
+    ends = ("source", "destination")
+    keys = ", ".join(f"{side}_namespace, {side}_pod_name, {side}_identity" for side in ends)
     sides = ", ".join(
         f"{side}_namespace, {side}_pod_name, {side}_identity, "
-        f"any({side}_workloads) AS {side}_workloads"
-        for side in ("source", "destination"))
+        f"any({side}_workloads) AS {side}_workloads" for side in ends)
     verdicts = ("FORWARDED", "DROPPED", "AUDIT")
-    inner_counts = ", ".join(f"countIf(verdict = '{v}') AS n_{v.lower()}" for v in verdicts)
-    counts = ", ".join(f"sum(n_{v.lower()}) AS {v.lower()}" for v in verdicts)
+    # Later wins; at the same time DROPPED, AUDIT, FORWARDED, then the enum's number.
+    rank = ("(time, multiIf(verdict = 'DROPPED', 3, verdict = 'AUDIT', 2, "
+            "verdict = 'FORWARDED', 1, 0), CAST(verdict, 'Int8'))")
+    by_final = ", ".join(f"countIf(final = '{v}') AS c_{v.lower()}" for v in verdicts)
+    sums = ", ".join(f"sum(c_{v.lower()}) AS {v.lower()}" for v in verdicts)
     sql = f"""
         SELECT source_namespace AS src_namespace, {workload('source', False)} AS src_workload,
                destination_namespace AS dst_namespace,
                {workload('destination', False)} AS dst_workload,
                destination_port AS dst_port, {PROTOCOL_NAME} AS protocol_name,
-               sum(n) AS flows, {counts}, sum(b) AS bytes,
+               sum(c) AS connections, {sums}, sum(n) AS events, sum(b) AS bytes,
                min(first) AS first_seen, max(last) AS last_seen
         FROM (
             SELECT {sides}, destination_port, protocol,
-                   count() AS n, {inner_counts}, sum(bytes) AS b,
-                   min(time) AS first, max(time) AS last
-            FROM flows WHERE {where}
-            GROUP BY source_namespace, source_pod_name, source_identity,
-                     destination_namespace, destination_pod_name, destination_identity,
-                     destination_port, protocol)
+                   count() AS c, {by_final}, sum(n) AS n, sum(b) AS b,
+                   min(first) AS first, max(last) AS last
+            FROM (
+                SELECT {sides}, source_ip, source_port, destination_ip,
+                       destination_port, protocol,
+                       argMax(verdict, {rank}) AS final, count() AS n, sum(bytes) AS b,
+                       min(time) AS first, max(time) AS last
+                FROM flows WHERE {where}
+                GROUP BY {keys}, source_ip, source_port, destination_ip, destination_port,
+                         protocol)
+            GROUP BY {keys}, destination_port, protocol)
         GROUP BY src_namespace, src_workload, dst_namespace, dst_workload, dst_port,
                  protocol_name
-        ORDER BY flows DESC, src_namespace, src_workload, dst_namespace, dst_workload, dst_port"""
+        ORDER BY connections DESC, events DESC, src_namespace, src_workload, dst_namespace,
+                 dst_workload, dst_port"""
     return sql, p.values
 
 

@@ -153,7 +153,7 @@ def test_sql_injection_through_every_filter_comes_back_as_data(api: str, flag: s
 
 def test_aggregations_answer_typed_tables(api: str) -> None:
     sm = get(api, "/api/v1/service-map", {"since": "1h", "namespace": ["shop", "bank"]}).json()
-    assert sm["records"] and {c["name"] for c in sm["columns"]} >= {"flows"}
+    assert sm["records"] and {c["name"] for c in sm["columns"]} >= {"connections", "events"}
     drops = get(api, "/api/v1/drops", {"since": "1h", "by": "reason"}).json()
     assert sum(r["drops"] for r in drops["records"]) == sum(
         f.verdict == Verdict.DROPPED for f in FLOWS)
@@ -259,7 +259,7 @@ def test_query_writes_parquet(api: str, tmp_path: Path) -> None:
                                        "1h", "-n", "shop", "--out", str(out)])
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(out)
-    assert len(df) > 0 and "flows" in df.columns
+    assert len(df) > 0 and {"connections", "events"} <= set(df.columns)
 
 
 def test_query_sql_command(api: str) -> None:

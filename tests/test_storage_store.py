@@ -84,17 +84,20 @@ def test_time_bounds_and_filters(demo: FlowStore) -> None:
 def test_service_map(demo: FlowStore) -> None:
     m = demo.service_map(since_ns=T0, until_ns=T0 + 3600 * S)
     edges = {(r.src_namespace, r.src_workload, r.dst_namespace, r.dst_workload, r.dst_port,
-              r.protocol): (r.flows, r.forwarded, r.dropped, r.bytes) for r in m.itertuples()}
+              r.protocol): (r.connections, r.forwarded, r.dropped, r.events, r.bytes)
+             for r in m.itertuples()}
+    # The demo's requests reuse one 5-tuple per edge: one connection each.
     assert edges == {
-        ("shop", "web", "db", "db", 5432, "TCP"): (10, 10, 0, 1000),
-        ("shop", "web", "", "world", 443, "TCP"): (3, 0, 3, 180),
-        ("", "world", "db", "db", 53, "UDP"): (1, 0, 1, 70),
+        ("shop", "web", "db", "db", 5432, "TCP"): (1, 1, 0, 10, 1000),
+        ("shop", "web", "", "world", 443, "TCP"): (1, 0, 1, 3, 180),
+        ("", "world", "db", "db", 53, "UDP"): (1, 0, 1, 1, 70),
     }
     only_shop = demo.service_map(namespaces=["shop"])
     assert set(only_shop.dst_workload) == {"db", "world"}
     assert list(m.columns) == ["src_namespace", "src_workload", "dst_namespace",
-                               "dst_workload", "dst_port", "protocol", "flows", "forwarded",
-                               "dropped", "audit", "bytes", "first_seen", "last_seen"]
+                               "dst_workload", "dst_port", "protocol", "connections",
+                               "forwarded", "dropped", "audit", "events", "bytes",
+                               "first_seen", "last_seen"]
 
 
 def test_drops(demo: FlowStore) -> None:

@@ -39,7 +39,7 @@ def test_map_shows_every_namespace_world_host_and_a_red_drop_edge(
     edges = {e["id"]: e for e in page.evaluate(_EDGES_JS)}
     drop = edges["shop/frontend|shop/db|5432|TCP"]
     assert "drop" in drop["cls"] and drop["color"] == "rgb(217,48,37)"
-    assert drop["label"] == "TCP/5432 · 10 (10 dropped)"
+    assert drop["label"] == "TCP/5432 · 10 conn (10 dropped) · 10 events"
     ok = edges["shop/cart|shop/db|5432|TCP"]
     assert "fwd" in ok["cls"] and ok["color"] != drop["color"]
     assert edges["world|shop/frontend|8080|TCP"]["source"] == "world"
@@ -171,3 +171,29 @@ def test_filter_grammar_maps_onto_api_parameters(page: Page,
     page.goto(url + "/")
     got = page.evaluate("async (t) => (await import('/js/filters.js')).toQuery(t)", text)
     assert got == query
+
+
+_DENIED_JS = """async () => {
+  const { MapModel } = await import("/js/mapmodel.js");
+  const m = new MapModel();
+  const ep = (pod) => ({ namespace: "shop", pod_name: pod, labels: [], workloads: [] });
+  const syn = (t, verdict, sport) => ({ time: `2026-01-01T00:00:0${t}Z`, verdict,
+    source: ep("web-0"), destination: ep("db-0"), is_reply: false,
+    IP: { source: "10.0.0.1", destination: "10.0.0.2" },
+    l4: { TCP: { source_port: sport, destination_port: 5432 } } });
+  // a denied connection: each SYN leaves the client FORWARDED, then the server drops it
+  m.addFlows([syn(1, "FORWARDED", 40000), syn(2, "DROPPED", 40000),
+              syn(3, "FORWARDED", 40000), syn(4, "DROPPED", 40000),
+              syn(5, "FORWARDED", 40001), syn(6, "FORWARDED", 40001)]);
+  const [e] = [...m.edges.values()];
+  return { connections: e.connections, forwarded: e.forwarded, dropped: e.dropped,
+           events: e.flows };
+}"""
+
+
+def test_a_denied_connection_counts_dropped_not_forwarded(
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
+    _, url = synthetic
+    page.goto(url + "/?view=map")
+    assert page.evaluate(_DENIED_JS) == {"connections": 2, "forwarded": 1, "dropped": 1,
+                                         "events": 6}

@@ -194,7 +194,7 @@ export class MapView {
         want.add(e.id);
         const cls = [e.dropped ? "drop" : e.audit ? "audit" : "fwd", e.dropped && e.forwarded ? "mixed" : ""].join(" ");
         const data = { id: e.id, source: e.src, target: e.dst, width: Math.min(10, 1.5 + 2 * Math.log10(1 + e.flows)),
-          label: `${e.proto}${e.port ? "/" + e.port : ""} · ${fmtNumber(e.flows)}${e.dropped ? ` (${fmtNumber(e.dropped)} dropped)` : ""}`,
+          label: `${e.proto}${e.port ? "/" + e.port : ""} · ${fmtNumber(e.connections)} conn${e.dropped ? ` (${fmtNumber(e.dropped)} dropped)` : ""} · ${fmtNumber(e.flows)} events`,
           flows: e.flows, dropped: e.dropped, forwarded: e.forwarded, audit: e.audit };
         const el = cy.getElementById(e.id);
         if (el.empty()) cy.add({ data, classes: cls });

@@ -44,8 +44,11 @@ export class MapModel {
     const id = `${src.id}|${dst.id}|${port}|${proto}`;
     let e = this.edges.get(id);
     if (!e) {
-      e = { id, src: src.id, dst: dst.id, port, proto, flows: 0, forwarded: 0, dropped: 0, audit: 0,
-        bytes: 0, policies: new Set(), first: "", last: "" };
+      // flows = events; forwarded/dropped/audit = connections by their final verdict
+      // (a denied SYN is FORWARDED at the client's veth and DROPPED at the server's).
+      e = { id, src: src.id, dst: dst.id, port, proto, flows: 0, connections: 0, forwarded: 0,
+        dropped: 0, audit: 0, bytes: 0, policies: new Set(), first: "", last: "",
+        conns: new Map() };
       this.edges.set(id, e);
     }
     return e;
@@ -60,9 +63,16 @@ export class MapModel {
       const proto = fmt.protocol(f) || "other";
       const e = this._edge(src, dst, fmt.dstPort(f), proto);
       e.flows++;
-      if (f.verdict === "DROPPED") e.dropped++;
-      else if (f.verdict === "AUDIT") e.audit++;
-      else e.forwarded++;
+      const ip = f.IP || {};
+      const l4 = f.l4 ? Object.values(f.l4)[0] || {} : {};
+      const key = `${ip.source}|${l4.source_port || 0}|${ip.destination}|${l4.destination_port || 0}`;
+      const seen = e.conns.get(key);
+      if (!seen || f.time >= seen.time) {
+        if (seen) e[verdictKey(seen.verdict)]--;
+        else e.connections++;
+        e.conns.set(key, { time: f.time, verdict: f.verdict });
+        e[verdictKey(f.verdict)]++;
+      }
       e.bytes += f.bytes || 0;
       for (const key of fmt.POLICY_KEYS) {
         if (key.includes("denied") || f.verdict === "DROPPED") {
@@ -83,7 +93,8 @@ export class MapModel {
       const port = Number(pick(r, ["destination_port", "dst_port", "port"]) || 0);
       const proto = protoName(pick(r, ["protocol", "proto"]));
       const e = this._edge(src, dst, port, proto);
-      e.flows += Number(pick(r, ["flows", "count", "flow_count"]) || 0);
+      e.flows += Number(pick(r, ["events", "flows", "count", "flow_count"]) || 0);
+      e.connections += Number(r.connections || 0);
       e.forwarded += Number(r.forwarded || 0);
       e.dropped += Number(r.dropped || 0);
       e.audit += Number(r.audit || 0);
@@ -115,6 +126,11 @@ export class MapModel {
 
 const PROTO_NAMES = { tcp: "TCP", 6: "TCP", udp: "UDP", 17: "UDP", sctp: "SCTP", 132: "SCTP",
   icmp: "ICMPv4", icmpv4: "ICMPv4", 1: "ICMPv4", icmpv6: "ICMPv6", 58: "ICMPv6" };
+
+/** Which connection count a final verdict goes to. */
+function verdictKey(verdict) {
+  return verdict === "DROPPED" ? "dropped" : verdict === "AUDIT" ? "audit" : "forwarded";
+}
 
 /** The protocol as flows name it (TCP, UDP, ICMPv4 …), whether a record says "tcp" or 6. */
 export function protoName(p) {
