@@ -607,6 +607,38 @@ class ObserveClient:
                             err[-500:])
 
 
+class GrpcObserveClient(ObserveClient):
+    """bench/grpc_client.py: Hubble's GetFlows with follow (as `hubble observe -f` asks),
+    its running counts read from the JSON lines it prints every half second."""
+
+    def __init__(self, name: str, target: str, source_ports: Sequence[str], seen: Seen,
+                 tmp: Path) -> None:
+        self.name = name
+        self.flows = 0
+        self.told_lost = {}
+        self.changed = time.monotonic()
+        self.err = tmp / f"grpc-{name}.err"
+        argv = [sys.executable, str(HERE / "grpc_client.py"), target,
+                *(a for p in source_ports for a in ("--source-port", p))]
+        with self.err.open("wb") as err:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+        seen.pids.add(self.proc.pid)
+        self._thread = threading.Thread(target=self._read, name=f"grpc-{name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if "flows" in msg:
+                self.flows = int(msg["flows"])
+                self.told_lost = {str(k): int(v) for k, v in msg["lost"].items()}
+                self.changed = time.monotonic()
+
+
 class AgentReader:
     """`spyglass up` on the bench manifest, with private names; read through its API."""
 
@@ -628,6 +660,8 @@ class AgentReader:
         self.probe_errors: list[str] = []
         self.latency = True  # follow the probes with a WebSocket client
         self.clients = False  # run the two `spyglass observe -f` clients in each rung
+        self.client_api = "ws"  # ... over the WebSocket (the CLI), or grpc (GetFlows)
+        self.grpc = f"127.0.0.1:{free_port()}"
         self.ready_s = 0.0
 
     def start(self) -> None:
@@ -636,7 +670,9 @@ class AgentReader:
                 "--listen", f"127.0.0.1:{self.port}", "--monitor-aggregation", "none",
                 "--state-dir", self.names.state_dir, "--pin-dir", self.names.agent_pin_dir,
                 "--prefix", self.names.prefix, "--link-prefix", self.names.prefix,
-                "--pod-cidr", self.names.pod_cidr, "--node-name", "bench", "--store", store]
+                "--pod-cidr", self.names.pod_cidr, "--node-name", "bench", "--store", store,
+                "--grpc-listen", self.grpc,
+                "--grpc-socket", os.path.join(self.names.state_dir, "hubble.sock")]
         t0 = time.monotonic()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
@@ -714,9 +750,15 @@ class AgentReader:
         """Clients A (from the split port: 1% of the flood) and B (no filter), connected
         and then 1 s idle before the rung's traffic."""
         n0 = int(self.status().get("connected_clients", 0))
-        clients = [ObserveClient("A", self.url, ["--from-port", str(SPLIT_SPORT)], self.seen,
-                                 self.names.tmp),
-                   ObserveClient("B", self.url, [], self.seen, self.names.tmp)]
+        tmp = self.names.tmp
+        clients: list[ObserveClient]
+        if self.client_api == "grpc":
+            clients = [GrpcObserveClient("A", self.grpc, [str(SPLIT_SPORT)], self.seen, tmp),
+                       GrpcObserveClient("B", self.grpc, [], self.seen, tmp)]
+        else:
+            clients = [ObserveClient("A", self.url, ["--from-port", str(SPLIT_SPORT)],
+                                     self.seen, tmp),
+                       ObserveClient("B", self.url, [], self.seen, tmp)]
         deadline = time.monotonic() + 20
         while int(self.status().get("connected_clients", 0)) < n0 + 2:
             dead = [c for c in clients if c.proc.poll() is not None]
@@ -1014,11 +1056,12 @@ def client_cells(r: Row) -> tuple[str, ...]:
     return tuple(cells)
 
 
-def print_clients(rows: Sequence[Row]) -> None:
+def print_clients(rows: Sequence[Row], api: str = "ws") -> None:
     cells = [CLIENT_HEADER] + [client_cells(r) for r in rows if r.clients]
     widths = [max(len(c[i]) for c in cells) for i in range(len(CLIENT_HEADER))]
-    print(f"  live clients: A = observe -f --from-port {SPLIT_SPORT} (1 in {SPLIT_EVERY} "
-          "datagrams; expected 2 events each), B = observe -f, no filter")
+    how = "Hubble gRPC GetFlows follow" if api == "grpc" else "observe -f"
+    print(f"  live clients: A = {how} from port {SPLIT_SPORT} (1 in {SPLIT_EVERY} "
+          f"datagrams; expected 2 events each), B = {how}, no filter")
     for i, line in enumerate(cells):
         print("    " + "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
         if i == 0:
@@ -1188,6 +1231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="in each rung of the Spyglass readers, two `spyglass observe -f` "
                          f"clients: A filtered on port {SPLIT_SPORT} (1%% of the flood), "
                          "B unfiltered; report what each received and was told it lost")
+    ap.add_argument("--client-api", choices=("ws", "grpc"), default="ws",
+                    help="with --clients: the CLI over the WebSocket (ws), or Hubble's gRPC "
+                         "GetFlows with follow (grpc, bench/grpc_client.py)")
     ap.add_argument("--prefix", default="sgbe", help="lab netns/link prefix (unique per run)")
     ap.add_argument("--state-dir", default="/tmp/sg/bench-e2e-state")
     ap.add_argument("--pod-cidr", default="10.201.90.0/24")
@@ -1227,6 +1273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 reader.latency = not args.no_latency
                 if isinstance(reader, AgentReader):
                     reader.clients = args.clients
+                    reader.client_api = args.client_api
                 try:
                     results[reader.name] = run_reader(reader, sender, args.rates, args.seconds,
                                                       args.refine)
@@ -1282,7 +1329,7 @@ def report(results: dict[str, list[Row]], args: argparse.Namespace) -> None:
         what += " and delivered == stored + STORE" if store else ""
         print(f"  accounting {what}: {'holds on every row' if ok else 'DOES NOT HOLD (see rows)'}")
         if any(r.clients for r in rows):
-            print_clients(rows)
+            print_clients(rows, args.client_api)
     print("\nzero-loss rate (fastest rung with nothing lost before the ring or to the store)")
     zl: dict[str, float | None] = {}
     for name, rows in results.items():
