@@ -20,8 +20,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 from support import endpoint, flow
+from support.childapi import child_api
 
-from spyglass.api.credentials import TOKEN_FILE_ENV
 from spyglass.cli.main import main
 from spyglass.collector.filters import FILTER_FLAGS, FilterError, build_from_query
 from spyglass.model.enums import DropReason, Protocol, Verdict
@@ -34,25 +34,6 @@ LOCAL_TOKEN = "local-credential-of-the-test-api"
 CREDENTIAL = {"Authorization": f"Bearer {LOCAL_TOKEN}"}
 NOW = time.time_ns()
 T0 = NOW - 600 * 1_000_000_000
-TESTS = str(Path(__file__).resolve().parent)
-CHILD = r"""
-import sys
-sys.path.insert(0, sys.argv[3])  # the tests' own support package
-from support import FakeSource
-from spyglass.api.app import create_app
-from spyglass.api.auth import AuthConfig
-from spyglass.api.serve import serve_in_thread
-from spyglass.storage.store import FlowStore
-
-store = FlowStore.open(sys.argv[1])
-source = FakeSource(node_name="node-s", store=store, store_dsn=sys.argv[1],
-                    namespaces=["lab-only"])
-app = create_app(source, auth=AuthConfig(local_token=sys.argv[2]))
-with serve_in_thread(app) as (_, url):
-    print(url, flush=True)
-    sys.stdin.read()
-store.close()
-"""
 
 #: Two namespaces, every third flow dropped by policy, TCP and UDP: enough for every
 #: filter and aggregation to have something to find (and to miss).
@@ -82,17 +63,7 @@ def hubble_lines(flows: list[Flow]) -> list[str]:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The child's URL; the CLI in this module finds its credential in SPYGLASS_TOKEN_FILE."""
-    path = tmp_path_factory.mktemp("store") / "flows"
-    token_file = tmp_path_factory.mktemp("cred") / "token"
-    token_file.write_text(LOCAL_TOKEN + "\n")
-    env = pytest.MonkeyPatch()
-    env.setenv(TOKEN_FILE_ENV, str(token_file))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}", LOCAL_TOKEN, TESTS],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://"), "the API child did not start"
+    with child_api(tmp_path_factory, LOCAL_TOKEN, node="node-s", namespaces=("lab-only",)) as url:
         resp = httpx.post(f"{url}/api/v1/flows/import", headers=CREDENTIAL,
                           content="\n".join(hubble_lines(FLOWS)).encode(), timeout=60)
         assert resp.status_code == 200, resp.text
@@ -100,17 +71,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert body.pop("kept_until").endswith("Z")
         assert body == {"imported": 60, "skipped": 1, "approximated": 0, "lines": 61}
         yield url
-    finally:
-        env.undo()
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def get(url: str, path: str, params: Any = None) -> httpx.Response:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
+from support.childapi import child_api
 
-from spyglass.api.credentials import TOKEN_FILE_ENV
 from spyglass.cli import interop
 from spyglass.cli.main import main
 from spyglass.collector.filters import FilterSet
@@ -221,52 +219,13 @@ def test_a_little_clock_skew_is_accepted() -> None:
 
 LOCAL_TOKEN = "local-credential-of-the-retention-test"
 CREDENTIAL = {"Authorization": f"Bearer {LOCAL_TOKEN}"}
-TESTS = str(Path(__file__).resolve().parent)
-CHILD = r"""
-import sys
-sys.path.insert(0, sys.argv[3])
-from support import FakeSource
-from spyglass.api.app import create_app
-from spyglass.api.auth import AuthConfig
-from spyglass.api.serve import serve_in_thread
-from spyglass.storage.store import FlowStore
-
-store = FlowStore.open(sys.argv[1])
-source = FakeSource(node_name="node-r", store=store, store_dsn=sys.argv[1])
-app = create_app(source, auth=AuthConfig(local_token=sys.argv[2]))
-with serve_in_thread(app) as (_, url):
-    print(url, flush=True)
-    sys.stdin.read()
-store.close()
-"""
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A child API over its own chDB store; the CLI finds the credential in the token file."""
-    path = tmp_path_factory.mktemp("store") / "flows"
-    token_file = tmp_path_factory.mktemp("cred") / "token"
-    token_file.write_text(LOCAL_TOKEN + "\n")
-    env = pytest.MonkeyPatch()
-    env.setenv(TOKEN_FILE_ENV, str(token_file))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, f"chdb://{path}", LOCAL_TOKEN, TESTS],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("http://"), "the API child did not start"
+    with child_api(tmp_path_factory, LOCAL_TOKEN, node="node-r", namespaces=()) as url:
         yield url
-    finally:
-        env.undo()
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def post_import(api: str, lines: list[str], params: Any = None) -> httpx.Response:
