@@ -554,18 +554,21 @@ class ObserveClient:
 
     def __init__(self, name: str, url: str, filters: Sequence[str], seen: Seen,
                  tmp: Path) -> None:
+        self._start(name, [SPYGLASS, "observe", "-f", "--server", url, "-o", "json",
+                           "--with-spyglass-fields", *filters], seen, tmp / f"observe-{name}.err")
+
+    def _start(self, name: str, argv: list[str], seen: Seen, err_path: Path) -> None:
+        """Run `argv`, its stdout read line by line by a thread into `_take`."""
         self.name = name
         self.flows = 0
         self.told_lost: dict[str, int] = {}
         self.changed = time.monotonic()
-        self.err = tmp / f"observe-{name}.err"
-        argv = [SPYGLASS, "observe", "-f", "--server", url, "-o", "json", "--with-spyglass-fields",
-                *filters]
+        self.err = err_path
         with self.err.open("wb") as err:
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True,
                                          bufsize=1 << 16)
         seen.pids.add(self.proc.pid)
-        self._thread = threading.Thread(target=self._read, name=f"observe-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._read, name=f"client-{name}", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
@@ -575,14 +578,18 @@ class ObserveClient:
                 msg = json.loads(line)
             except ValueError:
                 continue
-            if "flow" in msg:
-                self.flows += 1
-            elif "lost_events" in msg:
-                ev = msg["lost_events"]
-                source = str(ev.get("source", "?"))
-                self.told_lost[source] = (self.told_lost.get(source, 0)
-                                          + int(ev.get("num_events_lost", 0)))
+            self._take(msg)
             self.changed = time.monotonic()
+
+    def _take(self, msg: dict[str, Any]) -> None:
+        """One line of `observe -o json`: a flow or a loss record."""
+        if "flow" in msg:
+            self.flows += 1
+        elif "lost_events" in msg:
+            ev = msg["lost_events"]
+            source = str(ev.get("source", "?"))
+            self.told_lost[source] = (self.told_lost.get(source, 0)
+                                      + int(ev.get("num_events_lost", 0)))
 
     def wait_quiet(self, quiet_s: float = 1.5, timeout_s: float = 120.0) -> None:
         """Until nothing new was printed for `quiet_s` (the client drained its queue)."""
@@ -613,30 +620,15 @@ class GrpcObserveClient(ObserveClient):
 
     def __init__(self, name: str, target: str, source_ports: Sequence[str], seen: Seen,
                  tmp: Path) -> None:
-        self.name = name
-        self.flows = 0
-        self.told_lost = {}
-        self.changed = time.monotonic()
-        self.err = tmp / f"grpc-{name}.err"
-        argv = [sys.executable, str(HERE / "grpc_client.py"), target,
-                *(a for p in source_ports for a in ("--source-port", p))]
-        with self.err.open("wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
-        seen.pids.add(self.proc.pid)
-        self._thread = threading.Thread(target=self._read, name=f"grpc-{name}", daemon=True)
-        self._thread.start()
+        self._start(name, [sys.executable, str(HERE / "grpc_client.py"), target,
+                           *(a for p in source_ports for a in ("--source-port", p))],
+                    seen, tmp / f"grpc-{name}.err")
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            if "flows" in msg:
-                self.flows = int(msg["flows"])
-                self.told_lost = {str(k): int(v) for k, v in msg["lost"].items()}
-                self.changed = time.monotonic()
+    def _take(self, msg: dict[str, Any]) -> None:
+        """A running total: {"flows": n, "lost": {source: n}}."""
+        if "flows" in msg:
+            self.flows = int(msg["flows"])
+            self.told_lost = {str(k): int(v) for k, v in msg["lost"].items()}
 
 
 class AgentReader:

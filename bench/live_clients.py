@@ -37,15 +37,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "e2e"))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from collector_e2e import cpu_seconds  # noqa: E402
 from harness import SPYGLASS, Up, build_flood_sender, down, lab_up, start_agent  # noqa: E402
 from test_flood_accounting import snapshot  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a live process has used (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Client:
