@@ -103,9 +103,6 @@ def needs_token(listen: str, tls: GrpcTls | None, auth: AuthConfig) -> bool:
     return auth.token is not None or not is_loopback(listen_host(listen))
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
-
-
 class TokenCheck(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Every call needs the token (or the local credential) as bearer metadata."""
 

@@ -197,3 +197,26 @@ def test_a_denied_connection_counts_dropped_not_forwarded(
     page.goto(url + "/?view=map")
     assert page.evaluate(_DENIED_JS) == {"connections": 2, "forwarded": 1, "dropped": 1,
                                          "events": 6}
+
+
+_MANY_JS = """async () => {
+  const { MapModel } = await import("/js/mapmodel.js");
+  const m = new MapModel();
+  const ep = (pod) => ({ namespace: "shop", pod_name: pod, labels: [], workloads: [] });
+  const flows = [];
+  for (let i = 0; i < 5000; i++) flows.push({ time: "2026-01-01T00:00:01Z",
+    verdict: "FORWARDED", source: ep("web-0"), destination: ep("db-0"), is_reply: false,
+    IP: { source: "10.0.0.1", destination: "10.0.0.2" },
+    l4: { TCP: { source_port: 10000 + i, destination_port: 5432 } } });
+  m.addFlows(flows);
+  const [e] = [...m.edges.values()];
+  return { connections: e.connections, forwarded: e.forwarded, remembered: e.conns.size };
+}"""
+
+
+def test_a_live_edge_remembers_a_bounded_number_of_connections(
+        page: Page, synthetic: tuple[FakeSource, str]) -> None:
+    _, url = synthetic
+    page.goto(url + "/?view=map")
+    assert page.evaluate(_MANY_JS) == {"connections": 5000, "forwarded": 5000,
+                                       "remembered": 4096}

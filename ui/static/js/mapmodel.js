@@ -70,8 +70,12 @@ export class MapModel {
       if (!seen || f.time >= seen.time) {
         if (seen) e[verdictKey(seen.verdict)]--;
         else e.connections++;
+        e.conns.delete(key); // re-inserted last: the Map's order is "least recently seen"
         e.conns.set(key, { time: f.time, verdict: f.verdict });
         e[verdictKey(f.verdict)]++;
+        // A live map stays open for days: remember the newest connections only. One that
+        // is forgotten keeps its count, and would count again if it came back.
+        if (e.conns.size > MAX_CONNS_PER_EDGE) e.conns.delete(e.conns.keys().next().value);
       }
       e.bytes += f.bytes || 0;
       for (const key of fmt.POLICY_KEYS) {
@@ -126,6 +130,9 @@ export class MapModel {
 
 const PROTO_NAMES = { tcp: "TCP", 6: "TCP", udp: "UDP", 17: "UDP", sctp: "SCTP", 132: "SCTP",
   icmp: "ICMPv4", icmpv4: "ICMPv4", 1: "ICMPv4", icmpv6: "ICMPv6", 58: "ICMPv6" };
+
+/** Connections an edge remembers for their final verdict (live flows only). */
+const MAX_CONNS_PER_EDGE = 4096;
 
 /** Which connection count a final verdict goes to. */
 function verdictKey(verdict) {
